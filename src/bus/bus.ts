@@ -1,0 +1,129 @@
+import type { NatsConnection, Status } from '@nats-io/transport-node';
+import { EventCatalog, type EventDefinition } from './catalog/catalog.js';
+import { BUILTIN_EVENTS, type ForgeEventPayloads } from './catalog/events.js';
+import { connectBus, type BusConnectionOptions } from './connection.js';
+import type { EventEnvelope } from './envelope.js';
+import { ForgeBusConfigError } from './errors.js';
+import { EventFactory, type EventInput, type KnownEventInput } from './event-factory.js';
+import { EventFeed, type EventFeedOptions, type EventHandler, type FeedSubscription } from './feed.js';
+import { consoleLogger, type BusLogger } from './logger.js';
+import type { EventFilter, TypePattern } from './patterns.js';
+import { EventPublisher, type PublishAck, type PublisherOptions } from './publisher.js';
+import { ensureEventStream, type EventStreamOptions, type ProvisionResult } from './streams.js';
+
+export interface ForgeBusOptions {
+  /** This process's node id: event origin and part of the connection name. */
+  nodeId: string;
+  /** Where and how to connect; `name` defaults to `forge-node:<nodeId>`. */
+  connection?: Omit<BusConnectionOptions, 'name'> & { name?: string };
+  /** FORGE_EVENTS settings; provisioned at connect unless `provisionStream` is false. */
+  stream?: EventStreamOptions;
+  provisionStream?: boolean;
+  /** Extra event types of this forge (the built-in catalog is always included). */
+  events?: EventDefinition[];
+  publisher?: PublisherOptions;
+  feed?: Omit<EventFeedOptions, 'stream' | 'logger'>;
+  logger?: BusLogger;
+}
+
+export interface PublishedEvent<P = unknown> extends PublishAck {
+  envelope: EventEnvelope<P>;
+  subject: string;
+}
+
+const NODE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The forgebus core for one process, framework-free: one connection, the event catalog, the
+ * publisher and the per-process event feed. `ForgeBus.connect()` is the entry point for a forge
+ * written without NestJS; the Nest module wraps the same object.
+ */
+export class ForgeBus {
+  readonly events: EventFactory;
+  readonly publisher: EventPublisher;
+  readonly feed: EventFeed;
+  private lastStatus: Status['type'] | 'connected' = 'connected';
+  private closing?: Promise<void>;
+
+  private constructor(
+    readonly nc: NatsConnection,
+    readonly catalog: EventCatalog,
+    readonly nodeId: string,
+    readonly streamName: string,
+    readonly provisioned: ProvisionResult | undefined,
+    options: ForgeBusOptions,
+  ) {
+    this.events = new EventFactory(catalog, nodeId);
+    this.publisher = new EventPublisher(nc, { stream: streamName, ...options.publisher });
+    this.feed = new EventFeed(nc, catalog, this.events, {
+      ...options.feed,
+      stream: streamName,
+      logger: options.logger ?? consoleLogger,
+    });
+  }
+
+  static async connect(options: ForgeBusOptions): Promise<ForgeBus> {
+    if (!NODE_ID.test(options.nodeId ?? '')) {
+      throw new ForgeBusConfigError(`nodeId "${options.nodeId}" must be 1-64 characters of [A-Za-z0-9_-]`);
+    }
+    const catalog = new EventCatalog([...BUILTIN_EVENTS, ...(options.events ?? [])]);
+    let bus: ForgeBus | undefined;
+    const onStatus = options.connection?.onStatus;
+    const nc = await connectBus({
+      ...options.connection,
+      name: options.connection?.name ?? `forge-node:${options.nodeId}`,
+      onStatus: (status) => {
+        if (bus) bus.lastStatus = status.type === 'reconnect' ? 'connected' : status.type === 'disconnect' || status.type === 'reconnecting' ? 'disconnect' : bus.lastStatus;
+        onStatus?.(status);
+      },
+    });
+    try {
+      const provisioned = options.provisionStream === false ? undefined : await ensureEventStream(nc, options.stream);
+      bus = new ForgeBus(nc, catalog, options.nodeId, options.stream?.name ?? 'FORGE_EVENTS', provisioned, options);
+      return bus;
+    } catch (err) {
+      await nc.close();
+      throw err;
+    }
+  }
+
+  /** True while the connection is up (not disconnected, reconnecting or closed). */
+  get connected(): boolean {
+    return !this.nc.isClosed() && this.lastStatus === 'connected';
+  }
+
+  /** Validates, publishes with Nats-Msg-Id = event id, resolves with the stream sequence. */
+  publish<T extends keyof ForgeEventPayloads>(input: KnownEventInput<T>): Promise<PublishedEvent<ForgeEventPayloads[T]>>;
+  publish(input: EventInput): Promise<PublishedEvent>;
+  async publish(input: EventInput): Promise<PublishedEvent> {
+    const envelope = this.events.create(input);
+    return this.publishEnvelope(envelope);
+  }
+
+  /** Publishes an envelope made earlier (by `events.create`, e.g. kept in an outbox). */
+  async publishEnvelope(envelope: EventEnvelope): Promise<PublishedEvent> {
+    const subject = this.events.subjectOf(envelope);
+    const ack = await this.publisher.publish(subject, envelope);
+    return { ...ack, envelope, subject };
+  }
+
+  /** Registers a feed handler (see EventFeed.subscribe). */
+  on(patterns: TypePattern | TypePattern[], handler: EventHandler, filter?: EventFilter): FeedSubscription {
+    return this.feed.subscribe(patterns, handler, filter);
+  }
+
+  /** Starts the feed: handlers registered so far (and later) receive events from now on. */
+  async start(): Promise<void> {
+    await this.feed.start();
+  }
+
+  /** Stops the feed, fails unacknowledged publishes, drains the connection. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.feed.stop();
+      this.publisher.close();
+      if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+    })();
+    return this.closing;
+  }
+}

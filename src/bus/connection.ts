@@ -1,0 +1,104 @@
+import { readFileSync } from 'node:fs';
+import {
+  connect,
+  credsAuthenticator,
+  type NatsConnection,
+  type NodeConnectionOptions,
+  type Status,
+} from '@nats-io/transport-node';
+import { ForgeBusConfigError } from './errors.js';
+
+export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+
+/** Credentials: at most one of user/password, token or a creds file. */
+export interface BusCredentials {
+  user?: string;
+  pass?: string;
+  token?: string;
+  /** Path to a NATS `.creds` file (JWT + NKey seed). */
+  credsFile?: string;
+}
+
+export interface BusConnectionOptions extends BusCredentials {
+  /** NATS server URLs: an array, or a comma-separated string as in `NATS_URL`. */
+  servers?: string | string[];
+  /** Connection name shown in the server's /connz page, e.g. `forge-node:node-1`. */
+  name: string;
+  /** First reconnect delay; doubles per attempt up to `maxReconnectDelayMs`. */
+  reconnectDelayMs?: number;
+  maxReconnectDelayMs?: number;
+  /** Wait for the server if it is not up yet at start (default true). */
+  waitOnFirstConnect?: boolean;
+  /** Called for every connection status change (disconnect, reconnect, errors …). */
+  onStatus?: (status: Status) => void;
+}
+
+/** Splits `NATS_URL`-style input (comma-separated, whitespace tolerated) into server URLs. */
+export function parseServers(servers: string | string[] | undefined): string[] {
+  const list = (Array.isArray(servers) ? servers : (servers ?? '').split(','))
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+  return list.length > 0 ? list : [DEFAULT_NATS_URL];
+}
+
+/**
+ * Exponential reconnect backoff with jitter. nats.js calls the handler once per attempt over
+ * the whole server list; the counter resets on a successful reconnect (see connectBus).
+ */
+export function reconnectBackoff(initialMs: number, maxMs: number): { next: () => number; reset: () => void } {
+  let attempt = 0;
+  return {
+    next: () => {
+      const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt++, 16));
+      return Math.round(base / 2 + Math.random() * (base / 2));
+    },
+    reset: () => {
+      attempt = 0;
+    },
+  };
+}
+
+function authOptions(credentials: BusCredentials): Partial<NodeConnectionOptions> {
+  const kinds = [credentials.user !== undefined || credentials.pass !== undefined, credentials.token !== undefined, credentials.credsFile !== undefined];
+  if (kinds.filter(Boolean).length > 1) {
+    throw new ForgeBusConfigError('give NATS credentials one way only: user/pass, token, or credsFile');
+  }
+  if (credentials.credsFile !== undefined) {
+    let creds: Uint8Array;
+    try {
+      creds = readFileSync(credentials.credsFile);
+    } catch (err) {
+      throw new ForgeBusConfigError(`cannot read NATS creds file ${credentials.credsFile}: ${(err as Error).message}`);
+    }
+    return { authenticator: credsAuthenticator(creds) };
+  }
+  if (credentials.token !== undefined) return { token: credentials.token };
+  if (credentials.user !== undefined) return { user: credentials.user, pass: credentials.pass ?? '' };
+  return {};
+}
+
+/**
+ * Opens the one NATS connection a forgebus process uses: named, to every configured server,
+ * reconnecting forever with backoff, status changes forwarded to `onStatus`.
+ */
+export async function connectBus(options: BusConnectionOptions): Promise<NatsConnection> {
+  if (!options.name) throw new ForgeBusConfigError('a connection name is required (e.g. forge-node:<nodeId>)');
+  const backoff = reconnectBackoff(options.reconnectDelayMs ?? 250, options.maxReconnectDelayMs ?? 5_000);
+  const nc = await connect({
+    servers: parseServers(options.servers),
+    name: options.name,
+    maxReconnectAttempts: -1,
+    reconnectDelayHandler: backoff.next,
+    waitOnFirstConnect: options.waitOnFirstConnect ?? true,
+    // Publishes during a reconnect are buffered by the client and acked (or retried) later.
+    reconnectTimeWait: options.reconnectDelayMs ?? 250,
+    ...authOptions(options),
+  });
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === 'reconnect') backoff.reset();
+      options.onStatus?.(status);
+    }
+  })().catch(() => undefined);
+  return nc;
+}

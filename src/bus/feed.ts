@@ -1,0 +1,217 @@
+import {
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  type ConsumerMessages,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { EventCatalog } from './catalog/catalog.js';
+import { assertEnvelopeShape, type DeliveredEvent } from './envelope.js';
+import type { EventFactory } from './event-factory.js';
+import { consoleLogger, RateLimitedLog, type BusLogger } from './logger.js';
+import { compileMatcher, type EventFilter, type EventMatcher, type TypePattern } from './patterns.js';
+import { EVENTS_STREAM } from './streams.js';
+
+export type EventHandler = (event: DeliveredEvent) => unknown;
+
+export interface FeedSubscription {
+  unsubscribe(): void;
+}
+
+/** The feed could not deliver sequences `from`..`to` (the stream no longer holds them). */
+export interface FeedGap {
+  from: number;
+  to: number;
+}
+
+export interface FeedStats {
+  /** Messages read from the stream. */
+  received: number;
+  /** Valid events handed to the handlers. */
+  delivered: number;
+  /** Messages dropped as malformed (bad JSON, failed validation, unknown type/version, wrong subject). */
+  malformed: number;
+  /** Handler invocations that threw or rejected. */
+  handlerErrors: number;
+  /** Times the feed found sequences missing (events it can no longer see). */
+  gaps: number;
+  /** Highest stream sequence processed. */
+  lastSeq: number;
+}
+
+export interface EventFeedOptions {
+  stream?: string;
+  /** First sequence to read; default: the next event after start (no history). */
+  startSeq?: number;
+  /** Messages the consumer buffers ahead of the handlers (default 1024). */
+  bufferMessages?: number;
+  logger?: BusLogger;
+  /** Called when sequences were missed: caches must flush, SSE must reset. */
+  onGap?: (gap: FeedGap) => void;
+}
+
+interface Registration {
+  matches: EventMatcher;
+  handler: EventHandler;
+  name: string;
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * One ordered consumer per process that feeds every local handler, in stream order. The
+ * ordered consumer re-creates itself after a reconnect at the next sequence it expects; the
+ * feed notices when the stream could not give it that sequence and reports a gap.
+ */
+export class EventFeed {
+  readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0 };
+  private readonly registrations: Registration[] = [];
+  private readonly stream: string;
+  private readonly logger: BusLogger;
+  private readonly malformedLog: RateLimitedLog;
+  private readonly handlerErrorLog: RateLimitedLog;
+  private messages?: ConsumerMessages;
+  private loop?: Promise<void>;
+  private stopping = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly catalog: EventCatalog,
+    private readonly factory: EventFactory,
+    private readonly options: EventFeedOptions = {},
+  ) {
+    this.stream = options.stream ?? EVENTS_STREAM;
+    this.logger = options.logger ?? consoleLogger;
+    this.malformedLog = new RateLimitedLog((m) => this.logger.warn(m));
+    this.handlerErrorLog = new RateLimitedLog((m) => this.logger.error(m));
+  }
+
+  get running(): boolean {
+    return this.loop !== undefined && !this.stopping;
+  }
+
+  /**
+   * Registers a handler for events whose type matches `patterns` (and `filter`). Handlers may
+   * be async: the feed waits for them before the next event, so each handler sees events in
+   * stream order.
+   */
+  subscribe(patterns: TypePattern | TypePattern[], handler: EventHandler, filter?: EventFilter): FeedSubscription {
+    const registration: Registration = {
+      matches: compileMatcher(patterns, filter),
+      handler,
+      name: handler.name || String(patterns),
+    };
+    this.registrations.push(registration);
+    return {
+      unsubscribe: () => {
+        const i = this.registrations.indexOf(registration);
+        if (i >= 0) this.registrations.splice(i, 1);
+      },
+    };
+  }
+
+  async start(): Promise<void> {
+    if (this.loop) return;
+    let startSeq = this.options.startSeq;
+    if (startSeq === undefined) {
+      const info = await (await jetstreamManager(this.nc)).streams.info(this.stream);
+      startSeq = info.state.last_seq + 1;
+    }
+    this.stats.lastSeq = startSeq - 1;
+    this.messages = await this.open(startSeq);
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.messages?.close().catch(() => undefined);
+    await this.loop;
+  }
+
+  private async open(startSeq: number): Promise<ConsumerMessages> {
+    const consumer = await jetstream(this.nc).consumers.get(this.stream, {
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: startSeq,
+    });
+    return consumer.consume({ max_messages: this.options.bufferMessages ?? 1024 });
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopping) {
+      try {
+        for await (const msg of this.messages!) {
+          const pending = this.process(msg);
+          if (pending) await pending;
+        }
+      } catch (err) {
+        if (!this.stopping) this.logger.error(`event feed consumer failed: ${(err as Error).message}`);
+      }
+      if (this.stopping || this.nc.isClosed()) return;
+      // The ordered consumer ended without being asked to (stream deleted and re-created, …):
+      // open a new one where we left off, after a pause so a persistent fault does not spin.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      if (this.stopping) return;
+      try {
+        this.messages = await this.open(this.stats.lastSeq + 1);
+        this.logger.warn(`event feed re-opened at sequence ${this.stats.lastSeq + 1}`);
+      } catch (err) {
+        this.logger.error(`event feed cannot re-open: ${(err as Error).message}; retrying`);
+      }
+    }
+  }
+
+  /** Handles one message; returns a promise only when some handler is async. */
+  process(msg: Pick<JsMsg, 'seq' | 'subject' | 'data'>): Promise<void> | undefined {
+    const seq = msg.seq;
+    this.stats.received++;
+    if (seq <= this.stats.lastSeq) return undefined; // already processed (defensive: resets)
+    if (this.stats.lastSeq > 0 && seq > this.stats.lastSeq + 1) {
+      const gap = { from: this.stats.lastSeq + 1, to: seq - 1 };
+      this.stats.gaps++;
+      this.logger.warn(`event feed missed sequences ${gap.from}..${gap.to}: the stream no longer holds them`);
+      this.options.onGap?.(gap);
+    }
+    this.stats.lastSeq = seq;
+    const event = this.decode(msg);
+    if (!event) return undefined;
+    this.stats.delivered++;
+    let waits: Promise<unknown>[] | undefined;
+    for (const registration of this.registrations) {
+      if (!registration.matches(event)) continue;
+      try {
+        const result = registration.handler(event);
+        if (result instanceof Promise) {
+          (waits ??= []).push(result.catch((err: unknown) => this.onHandlerError(registration, event, err)));
+        }
+      } catch (err) {
+        this.onHandlerError(registration, event, err);
+      }
+    }
+    return waits ? Promise.all(waits).then(() => undefined) : undefined;
+  }
+
+  private decode(msg: Pick<JsMsg, 'seq' | 'subject' | 'data'>): DeliveredEvent | undefined {
+    try {
+      const envelope: unknown = JSON.parse(decoder.decode(msg.data));
+      assertEnvelopeShape(envelope);
+      this.catalog.validatePayload(envelope.type, envelope.version, envelope.payload);
+      const expected = this.factory.subjectOf(envelope);
+      if (expected !== msg.subject) {
+        throw new Error(`envelope belongs on ${expected}, not on ${msg.subject}`);
+      }
+      return { seq: msg.seq, subject: msg.subject, envelope };
+    } catch (err) {
+      this.stats.malformed++;
+      this.malformedLog.line(`dropped malformed message seq ${msg.seq} on ${msg.subject}: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  private onHandlerError(registration: Registration, event: DeliveredEvent, err: unknown): void {
+    this.stats.handlerErrors++;
+    this.handlerErrorLog.line(
+      `handler ${registration.name} failed on ${event.envelope.type} (seq ${event.seq}): ${(err as Error)?.message ?? String(err)}`,
+    );
+  }
+}

@@ -1,0 +1,181 @@
+import { createInbox, headers, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { EventEnvelope } from './envelope.js';
+import { ForgeBusError, PublishError, PublishTimeoutError } from './errors.js';
+import { EVENTS_STREAM } from './streams.js';
+
+export interface PublishAck {
+  /** Stream sequence the event was stored at (the existing one for a duplicate). */
+  seq: number;
+  /** True when the stream already held an event with this id (a retry): stored once. */
+  duplicate: boolean;
+}
+
+export interface PublisherOptions {
+  /** Stream that must store the events (checked by the server via Nats-Expected-Stream). */
+  stream?: string;
+  /** Publishes awaiting their ack at once; further publishes wait for room (default 4096). */
+  maxInFlight?: number;
+  /** How long to wait for one ack before re-sending (default 2000 ms). */
+  ackTimeoutMs?: number;
+  /** Sends per event before giving up with PublishTimeoutError (default 5). */
+  maxAttempts?: number;
+}
+
+interface Pending {
+  subject: string;
+  eventId: string;
+  data: Uint8Array;
+  attempts: number;
+  deadline: number;
+  resolve: (ack: PublishAck) => void;
+  reject: (err: Error) => void;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * Acknowledged JetStream publishing, pipelined.
+ *
+ * `js.publish` of nats.js makes one request (and one reply subscription lookup, one timer) per
+ * message and tops out far below what the server can store. This publisher sends plain core
+ * publishes carrying a reply subject under one shared inbox subscription, keeps a bounded window
+ * of acks outstanding, and matches acks by token. Every event still gets its own ack; an event
+ * whose ack does not come in time is re-sent with the same `Nats-Msg-Id`, so the stream's
+ * duplicate window stores it once.
+ */
+export class EventPublisher {
+  private readonly stream: string;
+  private readonly maxInFlight: number;
+  private readonly ackTimeoutMs: number;
+  private readonly maxAttempts: number;
+  private readonly inbox: string;
+  private subscription?: Subscription;
+  private readonly pending = new Map<string, Pending>();
+  private readonly waitingForRoom: (() => void)[] = [];
+  private sweeper?: NodeJS.Timeout;
+  private nextToken = 0;
+  private closed = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    options: PublisherOptions = {},
+  ) {
+    this.stream = options.stream ?? EVENTS_STREAM;
+    this.maxInFlight = options.maxInFlight ?? 4096;
+    this.ackTimeoutMs = options.ackTimeoutMs ?? 2_000;
+    this.maxAttempts = options.maxAttempts ?? 5;
+    this.inbox = createInbox();
+  }
+
+  /** Number of publishes sent and not yet acknowledged. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Publishes one envelope on `subject`; resolves once JetStream stored it. */
+  async publish(subject: string, envelope: EventEnvelope): Promise<PublishAck> {
+    return this.publishRaw(subject, envelope.id, encoder.encode(JSON.stringify(envelope)));
+  }
+
+  /** Publishes pre-encoded envelope bytes (the outbox stores them encoded). */
+  async publishRaw(subject: string, eventId: string, data: Uint8Array): Promise<PublishAck> {
+    if (this.closed) throw new ForgeBusError('PUBLISHER_CLOSED', 'the publisher is closed: the bus is shutting down');
+    this.ensureSubscribed();
+    while (this.pending.size >= this.maxInFlight) {
+      await new Promise<void>((resolve) => this.waitingForRoom.push(resolve));
+      if (this.closed) throw new ForgeBusError('PUBLISHER_CLOSED', 'the publisher is closed: the bus is shutting down');
+    }
+    return new Promise<PublishAck>((resolve, reject) => {
+      const entry: Pending = { subject, eventId, data, attempts: 0, deadline: 0, resolve, reject };
+      this.send(entry);
+    });
+  }
+
+  /** Stops accepting publishes and fails those still waiting for an ack. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    this.subscription?.unsubscribe();
+    const err = new ForgeBusError('PUBLISHER_CLOSED', 'the publisher closed before the ack arrived; the event may or may not be stored');
+    for (const entry of this.pending.values()) entry.reject(err);
+    this.pending.clear();
+    for (const wake of this.waitingForRoom.splice(0)) wake();
+  }
+
+  private ensureSubscribed(): void {
+    if (this.subscription) return;
+    this.subscription = this.nc.subscribe(`${this.inbox}.*`, {
+      callback: (err, msg) => {
+        if (!err) this.onAck(msg);
+      },
+    });
+    this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.ackTimeoutMs / 4)));
+    this.sweeper.unref();
+  }
+
+  private send(entry: Pending): void {
+    const token = (this.nextToken++).toString(36);
+    entry.attempts++;
+    entry.deadline = Date.now() + this.ackTimeoutMs;
+    this.pending.set(token, entry);
+    const h = headers();
+    h.set('Nats-Msg-Id', entry.eventId);
+    h.set('Nats-Expected-Stream', this.stream);
+    try {
+      this.nc.publish(entry.subject, entry.data, { reply: `${this.inbox}.${token}`, headers: h });
+    } catch (err) {
+      this.settle(token);
+      entry.reject(new PublishError(entry.subject, `cannot publish to ${entry.subject}: ${(err as Error).message}`, { cause: err }));
+    }
+  }
+
+  private settle(token: string): Pending | undefined {
+    const entry = this.pending.get(token);
+    if (!entry) return undefined;
+    this.pending.delete(token);
+    this.waitingForRoom.shift()?.();
+    return entry;
+  }
+
+  private onAck(msg: Msg): void {
+    const token = msg.subject.slice(this.inbox.length + 1);
+    const entry = this.settle(token);
+    if (!entry) return; // a late ack of an attempt we already re-sent
+    if (msg.headers?.code === 503) {
+      entry.reject(
+        new PublishError(entry.subject, `no JetStream stream captures ${entry.subject}: provision the ${this.stream} stream (ForgeBus.connect does it at start)`),
+      );
+      return;
+    }
+    let ack: { seq?: number; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
+    try {
+      ack = JSON.parse(decoder.decode(msg.data));
+    } catch {
+      entry.reject(new PublishError(entry.subject, `unreadable JetStream ack for ${entry.subject}`));
+      return;
+    }
+    if (ack.error || typeof ack.seq !== 'number') {
+      const description = ack.error?.description ?? 'no sequence in ack';
+      entry.reject(new PublishError(entry.subject, `JetStream refused the event on ${entry.subject}: ${description} (err_code ${ack.error?.err_code ?? '?'})`));
+      return;
+    }
+    entry.resolve({ seq: ack.seq, duplicate: ack.duplicate === true });
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [token, entry] of this.pending) {
+      if (entry.deadline > now) continue;
+      this.pending.delete(token);
+      if (entry.attempts >= this.maxAttempts) {
+        this.waitingForRoom.shift()?.();
+        entry.reject(new PublishTimeoutError(entry.subject, entry.eventId, entry.attempts, this.ackTimeoutMs));
+      } else {
+        // Same Nats-Msg-Id: if the first attempt was stored, the server answers "duplicate".
+        this.send(entry);
+      }
+    }
+  }
+}

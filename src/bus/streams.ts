@@ -1,0 +1,125 @@
+import {
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  DiscardPolicy,
+  type JetStreamManager,
+  type StreamConfig,
+} from '@nats-io/jetstream';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { StreamConfigConflictError } from './errors.js';
+import { EVENT_STREAM_SUBJECTS } from './subjects.js';
+
+export const EVENTS_STREAM = 'FORGE_EVENTS';
+
+export interface EventStreamOptions {
+  /** Stream name (default FORGE_EVENTS). */
+  name?: string;
+  /** Oldest event kept, in ms (default 7 days; 0 = unlimited). */
+  maxAgeMs?: number;
+  /** Size bound in bytes (default 1 GiB; -1 = unlimited). */
+  maxBytes?: number;
+  /** Window in which a repeated Nats-Msg-Id is stored once (default 2 minutes). */
+  duplicateWindowMs?: number;
+  /** Replicas in a clustered JetStream (default 1). */
+  replicas?: number;
+  /** Storage kind (default file). Cannot be changed on an existing stream. */
+  storage?: 'file' | 'memory';
+}
+
+export const EVENT_STREAM_DEFAULTS: Required<EventStreamOptions> = {
+  name: EVENTS_STREAM,
+  maxAgeMs: 7 * 24 * 3600 * 1000,
+  maxBytes: 1024 ** 3,
+  duplicateWindowMs: 2 * 60 * 1000,
+  replicas: 1,
+  storage: 'file',
+};
+
+export function eventStreamConfig(options: EventStreamOptions = {}): StreamConfig {
+  const o = { ...EVENT_STREAM_DEFAULTS, ...options };
+  return {
+    name: o.name,
+    subjects: [...EVENT_STREAM_SUBJECTS],
+    retention: RetentionPolicy.Limits,
+    storage: o.storage === 'memory' ? StorageType.Memory : StorageType.File,
+    max_age: nanos(o.maxAgeMs),
+    max_bytes: o.maxBytes,
+    duplicate_window: nanos(o.duplicateWindowMs),
+    num_replicas: o.replicas,
+    discard: DiscardPolicy.Old,
+  } as StreamConfig;
+}
+
+type Diff = { field: keyof StreamConfig; want: unknown; have: unknown };
+
+const MUTABLE: (keyof StreamConfig)[] = ['subjects', 'max_age', 'max_bytes', 'duplicate_window', 'num_replicas', 'discard'];
+const IMMUTABLE: (keyof StreamConfig)[] = ['retention', 'storage'];
+
+function differs(want: unknown, have: unknown): boolean {
+  if (Array.isArray(want) && Array.isArray(have)) {
+    return want.length !== have.length || [...want].sort().some((v, i) => v !== [...have].sort()[i]);
+  }
+  return want !== have;
+}
+
+function diff(want: StreamConfig, have: StreamConfig, fields: (keyof StreamConfig)[]): Diff[] {
+  return fields
+    .filter((field) => differs(want[field], have[field]))
+    .map((field) => ({ field, want: want[field], have: have[field] }));
+}
+
+export interface ProvisionResult {
+  action: 'created' | 'updated' | 'unchanged';
+  config: StreamConfig;
+}
+
+/**
+ * Makes sure a stream exists with `want`'s configuration. Safe to call at every start, from
+ * every node at once: creation races end in "already exists" and fall through to comparison.
+ * Differences NATS can apply in place are updated; the others raise StreamConfigConflictError.
+ */
+export async function ensureStream(jsm: JetStreamManager, want: StreamConfig): Promise<ProvisionResult> {
+  let have: StreamConfig;
+  try {
+    have = (await jsm.streams.info(want.name)).config;
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+    try {
+      return { action: 'created', config: (await jsm.streams.add(want)).config };
+    } catch (addErr) {
+      // Another node created it between our info and add: compare with what it made.
+      have = (await jsm.streams.info(want.name).catch(() => {
+        throw addErr;
+      })).config;
+    }
+  }
+  const conflicts = diff(want, have, IMMUTABLE);
+  if (conflicts.length > 0) {
+    throw new StreamConfigConflictError(
+      want.name,
+      conflicts.map((c) => c.field),
+      conflicts.map((c) => `${c.field} is ${JSON.stringify(c.have)}, wanted ${JSON.stringify(c.want)}`).join('; '),
+    );
+  }
+  const changes = diff(want, have, MUTABLE);
+  if (changes.length === 0) return { action: 'unchanged', config: have };
+  try {
+    const updated = await jsm.streams.update(want.name, { ...have, ...want });
+    return { action: 'updated', config: updated.config };
+  } catch (err) {
+    throw new StreamConfigConflictError(
+      want.name,
+      changes.map((c) => c.field),
+      `NATS refused the update (${(err as Error).message})`,
+    );
+  }
+}
+
+/** Provisions FORGE_EVENTS (or the configured name). */
+export async function ensureEventStream(nc: NatsConnection, options: EventStreamOptions = {}): Promise<ProvisionResult> {
+  return ensureStream(await jetstreamManager(nc), eventStreamConfig(options));
+}
+
