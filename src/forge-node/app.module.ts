@@ -1,0 +1,59 @@
+import { Module, ValidationPipe } from '@nestjs/common';
+import { ConfigModule, ConfigService } from '@nestjs/config';
+import { APP_GUARD, APP_PIPE } from '@nestjs/core';
+import { TerminusModule } from '@nestjs/terminus';
+import { ForgeBusModule } from '../nest/index.js';
+import { AuthGuard } from './auth/auth.guard.js';
+import { FORGE_NODE_CONFIG, loadForgeNodeConfig, type ForgeNodeConfig } from './config.js';
+import { DATABASE, openDatabase, type Db } from './db/database.js';
+import { HealthController } from './health/health.controller.js';
+import { IssuesController } from './issues/issues.controller.js';
+import { IssuesService } from './issues/issues.service.js';
+import { ForgeEventsService } from './outbox/forge-events.service.js';
+import { ReposController } from './repos/repos.controller.js';
+import { ReposService } from './repos/repos.service.js';
+
+const configProvider = {
+  provide: FORGE_NODE_CONFIG,
+  inject: [ConfigService],
+  useFactory: (config: ConfigService) => config.get<ForgeNodeConfig>('forge'),
+};
+
+@Module({
+  imports: [
+    ConfigModule.forRoot({
+      isGlobal: true,
+      ignoreEnvFile: true,
+      // Fails start-up with the reason when the environment is unusable.
+      validate: (env) => ({ ...env, forge: loadForgeNodeConfig(env) }),
+    }),
+    ForgeBusModule.forRootAsync({
+      inject: [ConfigService],
+      useFactory: (config: ConfigService) => {
+        const forge = config.get<ForgeNodeConfig>('forge')!;
+        return { nodeId: forge.nodeId, connection: { servers: forge.natsUrl } };
+      },
+    }),
+    TerminusModule,
+  ],
+  controllers: [HealthController, ReposController, IssuesController],
+  providers: [
+    configProvider,
+    {
+      provide: DATABASE,
+      inject: [FORGE_NODE_CONFIG],
+      useFactory: (config: ForgeNodeConfig) => openDatabase(config.dataDir),
+    },
+    { provide: APP_GUARD, useClass: AuthGuard },
+    {
+      provide: APP_PIPE,
+      useValue: new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true }),
+    },
+    ForgeEventsService,
+    ReposService,
+    IssuesService,
+  ],
+})
+export class ForgeNodeModule {}
+
+export type { Db };

@@ -1,0 +1,32 @@
+import { SignJWT, jwtVerify } from 'jose';
+import { nameProblem } from '../params.js';
+
+const encoder = new TextEncoder();
+
+/** Signs a demo/user token: HS256, `sub` = user name. */
+export async function signUserToken(secret: string, user: string, expiresIn = '30d'): Promise<string> {
+  return new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(user)
+    .setIssuedAt()
+    .setExpirationTime(expiresIn)
+    .sign(encoder.encode(secret));
+}
+
+export class TokenError extends Error {}
+
+/** Verifies a token and returns the user name, or throws TokenError with the reason. */
+export async function verifyUserToken(secret: string, token: string): Promise<string> {
+  let sub: string | undefined;
+  try {
+    const { payload } = await jwtVerify(token, encoder.encode(secret), { algorithms: ['HS256'] });
+    sub = payload.sub;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    throw new TokenError(code === 'ERR_JWT_EXPIRED' ? 'token expired' : 'invalid token signature or format');
+  }
+  if (!sub) throw new TokenError('token has no "sub" claim');
+  const problem = nameProblem(sub);
+  if (problem) throw new TokenError(`token "sub" is not a valid user name: ${problem}`);
+  return sub;
+}

@@ -1,0 +1,123 @@
+import { ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
+import { DATABASE, type Db } from '../db/database.js';
+import { ForgeEventsService } from '../outbox/forge-events.service.js';
+import { ReposService } from '../repos/repos.service.js';
+
+export type IssueState = 'open' | 'closed';
+
+export interface Issue {
+  number: number;
+  title: string;
+  body: string;
+  state: IssueState;
+  author: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface IssueChanges {
+  title?: string;
+  body?: string;
+  state?: IssueState;
+}
+
+interface IssueRow {
+  number: number;
+  title: string;
+  body: string;
+  state: IssueState;
+  author: string;
+  created_at: string;
+  updated_at: string;
+}
+
+const toIssue = (r: IssueRow): Issue => ({
+  number: r.number,
+  title: r.title,
+  body: r.body,
+  state: r.state,
+  author: r.author,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+const COLUMNS = 'number, title, body, state, author, created_at, updated_at';
+
+@Injectable()
+export class IssuesService {
+  constructor(
+    @Inject(DATABASE) private readonly db: Db,
+    private readonly repos: ReposService,
+    private readonly events: ForgeEventsService,
+  ) {}
+
+  list(owner: string, name: string, user: string): Issue[] {
+    this.repos.getVisible(owner, name, user);
+    const rows = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? ORDER BY number`).all(owner, name) as IssueRow[];
+    return rows.map(toIssue);
+  }
+
+  get(owner: string, name: string, number: number, user: string): Issue {
+    this.repos.getVisible(owner, name, user);
+    return this.find(owner, name, number);
+  }
+
+  private find(owner: string, name: string, number: number): Issue {
+    const row = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? AND number = ?`).get(owner, name, number) as
+      | IssueRow
+      | undefined;
+    if (!row) throw new NotFoundException(`issue #${number} not found in ${owner}/${name}`);
+    return toIssue(row);
+  }
+
+  create(owner: string, name: string, title: string, body: string, user: string): Issue {
+    this.repos.getVisible(owner, name, user);
+    const now = new Date().toISOString();
+    const number = this.events.transaction((record) => {
+      const repo = this.db.prepare('SELECT next_issue FROM repos WHERE owner = ? AND name = ?').get(owner, name) as { next_issue: number } | undefined;
+      if (!repo) throw new NotFoundException(`repository ${owner}/${name} not found`);
+      const n = repo.next_issue;
+      this.db.prepare('UPDATE repos SET next_issue = next_issue + 1 WHERE owner = ? AND name = ?').run(owner, name);
+      this.db
+        .prepare(`INSERT INTO issues (owner, name, number, title, body, state, author, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)`)
+        .run(owner, name, n, title, body, user, now, now);
+      record({ type: 'issue.created', repo: { owner, name }, actor: user, payload: { number: n, title } });
+      return n;
+    });
+    return { number, title, body, state: 'open', author: user, createdAt: now, updatedAt: now };
+  }
+
+  update(owner: string, name: string, number: number, changes: IssueChanges, user: string): Issue {
+    const repo = this.repos.getVisible(owner, name, user);
+    return this.events.transaction((record) => {
+      const current = this.find(owner, name, number);
+      if (current.author !== user && !this.repos.canWrite(repo, user)) {
+        throw new ForbiddenException(`only the author or a collaborator of ${owner}/${name} may edit issue #${number}`);
+      }
+      const changed = (['title', 'body', 'state'] as const).filter((f) => changes[f] !== undefined && changes[f] !== current[f]);
+      if (changed.length === 0) return current;
+      const next: Issue = { ...current, updatedAt: new Date().toISOString() };
+      for (const field of changed) Object.assign(next, { [field]: changes[field] });
+      this.db
+        .prepare('UPDATE issues SET title = ?, body = ?, state = ?, updated_at = ? WHERE owner = ? AND name = ? AND number = ?')
+        .run(next.title, next.body, next.state, next.updatedAt, owner, name, number);
+      record({ type: 'issue.updated', repo: { owner, name }, actor: user, payload: { number, changed } });
+      if (changed.includes('state')) {
+        record({ type: 'issue.status_changed', repo: { owner, name }, actor: user, payload: { number, state: next.state } });
+      }
+      return next;
+    });
+  }
+
+  delete(owner: string, name: string, number: number, user: string): void {
+    const repo = this.repos.getVisible(owner, name, user);
+    if (!this.repos.canWrite(repo, user)) {
+      throw new ForbiddenException(`only the owner or a collaborator of ${owner}/${name} may delete issues`);
+    }
+    this.events.transaction((record) => {
+      const removed = this.db.prepare('DELETE FROM issues WHERE owner = ? AND name = ? AND number = ?').run(owner, name, number);
+      if (removed.changes === 0) throw new NotFoundException(`issue #${number} not found in ${owner}/${name}`);
+      record({ type: 'issue.deleted', repo: { owner, name }, actor: user, payload: { number } });
+    });
+  }
+}

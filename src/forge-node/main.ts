@@ -1,0 +1,24 @@
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { ForgeNodeModule } from './app.module.js';
+import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from './config.js';
+
+/**
+ * One forge node: `npm run start:node` with PORT, NODE_ID, NATS_URL, FORGE_DATA_DIR and
+ * FORGE_SECRET in the environment.
+ */
+async function bootstrap(): Promise<void> {
+  const app = await NestFactory.create(ForgeNodeModule, { logger: ['log', 'warn', 'error'] });
+  app.enableShutdownHooks();
+  const config = app.get<ForgeNodeConfig>(FORGE_NODE_CONFIG);
+  await app.listen(config.port, config.host);
+  const address = app.getHttpServer().address() as { port: number };
+  // A machine-readable line: the cluster launcher and the tests wait for it.
+  console.log(`forge-node ${config.nodeId} listening on http://${config.host}:${address.port}`);
+}
+
+bootstrap().catch((err: Error) => {
+  new Logger('forge-node').error(err.message);
+  process.exit(1);
+});

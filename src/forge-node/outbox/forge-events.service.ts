@@ -1,0 +1,49 @@
+import { Inject, Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationBootstrap } from '@nestjs/common';
+import { ForgeBus, OutboxRelay, type EventInput, type ForgeEventPayloads, type KnownEventInput } from '../../bus/index.js';
+import { DATABASE, type Db } from '../db/database.js';
+import { SqliteOutboxStore } from './sqlite-outbox.store.js';
+
+/**
+ * Records events in the outbox as part of a database transaction, and relays them to the bus
+ * after the commit. Mutations therefore succeed (and their events go out later, in order)
+ * even while NATS is down.
+ */
+@Injectable()
+export class ForgeEventsService implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly store: SqliteOutboxStore;
+  readonly relay: OutboxRelay;
+
+  constructor(
+    @Inject(DATABASE) private readonly db: Db,
+    private readonly bus: ForgeBus,
+  ) {
+    this.store = new SqliteOutboxStore(db);
+    const logger = new Logger('Outbox');
+    this.relay = new OutboxRelay(this.store, bus.publisher, bus.events, {
+      logger: { log: (m) => logger.log(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
+    });
+  }
+
+  /**
+   * Runs `work` in an IMMEDIATE transaction; events it records commit with it. After the commit
+   * the relay is woken up.
+   */
+  transaction<T>(work: (record: <K extends keyof ForgeEventPayloads>(input: KnownEventInput<K> | EventInput) => void) => T): T {
+    const record = (input: EventInput) => this.store.append(this.bus.events.create(input));
+    const result = this.db.transaction(() => work(record)).immediate();
+    this.relay.notify();
+    return result;
+  }
+
+  onApplicationBootstrap(): void {
+    this.relay.start();
+  }
+
+  // Before the bus module drains the connection (onApplicationShutdown).
+  async beforeApplicationShutdown(): Promise<void> {
+    // Best effort: publish what this node recorded; anything left is relayed by another node
+    // (orphan rows) or by this one at its next start.
+    await Promise.race([this.relay.flush().catch(() => undefined), new Promise((r) => setTimeout(r, 2_000))]);
+    await this.relay.stop();
+  }
+}
