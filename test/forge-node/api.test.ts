@@ -1,0 +1,206 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connect } from '@nats-io/transport-node';
+import { ForgeBus, silentLogger, type DeliveredEvent } from '../../src/bus/index.js';
+import { apiClient, startForgeNode, tokenFor, type TestForgeNode } from '../support/forge-node.js';
+import { eventually, startTestNats, type TestNats } from '../support/nats.js';
+
+describe('example forge node, end to end (2 node processes, real nats-server, shared SQLite)', () => {
+  let nats: TestNats;
+  let dataDir: string;
+  let nodeA: TestForgeNode;
+  let nodeB: TestForgeNode;
+  let watcher: ForgeBus;
+  const seen: DeliveredEvent[] = [];
+  let alice: ReturnType<typeof apiClient>;
+  let aliceOnB: ReturnType<typeof apiClient>;
+  let bob: ReturnType<typeof apiClient>;
+  let bobOnB: ReturnType<typeof apiClient>;
+
+  before(async () => {
+    nats = await startTestNats();
+    dataDir = mkdtempSync(join(tmpdir(), 'forgebus-data-'));
+    nodeA = await startForgeNode({ id: 'node-a', natsUrl: nats.url, dataDir });
+    nodeB = await startForgeNode({ id: 'node-b', natsUrl: nats.url, dataDir });
+    watcher = await ForgeBus.connect({ nodeId: 'watcher', connection: { servers: nats.url }, logger: silentLogger });
+    watcher.on('*', (e) => {
+      seen.push(e);
+    });
+    await watcher.start();
+    const [ta, tb] = await Promise.all([tokenFor('alice'), tokenFor('bob')]);
+    alice = apiClient(nodeA.url, ta);
+    aliceOnB = apiClient(nodeB.url, ta);
+    bob = apiClient(nodeA.url, tb);
+    bobOnB = apiClient(nodeB.url, tb);
+  });
+
+  after(async () => {
+    await watcher?.close();
+    await Promise.all([nodeA?.stop(), nodeB?.stop()]);
+    await nats?.dispose();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const eventsFor = (repo: string) => seen.filter((e) => `${e.envelope.repo?.owner}/${e.envelope.repo?.name}` === repo);
+
+  it('answers 401 with a JSON reason without a valid token', async () => {
+    const none = await apiClient(nodeA.url)('GET', '/api/repos/alice/web');
+    assert.equal(none.status, 401);
+    assert.match(none.body.message, /Authorization/);
+    const garbage = await apiClient(nodeA.url, 'not-a-jwt')('GET', '/api/repos/alice/web');
+    assert.equal(garbage.status, 401);
+    assert.match(garbage.body.message, /invalid token/);
+    const forged = await apiClient(nodeA.url, await tokenFor('alice', 'some-other-secret-0123456789'))('GET', '/api/repos/alice/web');
+    assert.equal(forged.status, 401);
+    const health = await apiClient(nodeA.url)('GET', '/health');
+    assert.equal(health.status, 200);
+    assert.equal(health.body.details.bus.connected, true);
+  });
+
+  it('refuses invalid names with a 400 that gives the reason', async () => {
+    const cases: [string, RegExp][] = [
+      ['bad name', /may only contain/],
+      ['..', /must not be/],
+      ['x.git', /must not end with "\.git"/],
+      ['a'.repeat(101), /at most 100/],
+      ['', /must not be empty/],
+      ['caf\u00e9', /may only contain/],
+    ];
+    for (const [name, reason] of cases) {
+      const res = await alice('POST', '/api/repos', { name });
+      assert.equal(res.status, 400, name);
+      assert.match(res.body.message, reason, name);
+    }
+    const missing = await alice('POST', '/api/repos', {});
+    assert.equal(missing.status, 400);
+    const viaPath = await alice('GET', '/api/repos/alice/x.git');
+    assert.equal(viaPath.status, 400);
+    assert.match(viaPath.body.message, /\.git/);
+    const badNumber = await alice('GET', '/api/repos/alice/web/issues/abc');
+    assert.equal(badNumber.status, 400);
+    assert.match(badNumber.body.message, /issue number/);
+  });
+
+  it('creates repositories visible from every node; private ones only to owner and collaborators', async () => {
+    assert.equal((await alice('POST', '/api/repos', { name: 'web' })).status, 201);
+    assert.equal((await alice('POST', '/api/repos', { name: 'web' })).status, 409);
+    assert.equal((await bobOnB('GET', '/api/repos/alice/web')).status, 200);
+
+    const created = await alice('POST', '/api/repos', { name: 'secret.repo', private: true });
+    assert.equal(created.status, 201);
+    assert.equal(created.body.private, true);
+    assert.equal((await aliceOnB('GET', '/api/repos/alice/secret.repo')).status, 200);
+    assert.equal((await bob('GET', '/api/repos/alice/secret.repo')).status, 404);
+    assert.equal((await bobOnB('GET', '/api/repos/alice/secret.repo/issues')).status, 404);
+    assert.equal((await bob('PUT', '/api/repos/alice/secret.repo/collaborators/bob')).status, 404);
+
+    const added = await alice('PUT', '/api/repos/alice/secret.repo/collaborators/bob');
+    assert.equal(added.status, 200);
+    assert.deepEqual(added.body.collaborators, ['bob']);
+    assert.equal((await bobOnB('GET', '/api/repos/alice/secret.repo')).status, 200);
+    assert.equal((await bob('DELETE', '/api/repos/alice/secret.repo')).status, 403);
+
+    assert.equal((await alice('DELETE', '/api/repos/alice/secret.repo/collaborators/bob')).status, 200);
+    assert.equal((await bobOnB('GET', '/api/repos/alice/secret.repo')).status, 404);
+  });
+
+  it('serves the issue routes and publishes each mutation once, in order, for every node', async () => {
+    assert.equal((await alice('POST', '/api/repos', { name: 'tracker' })).status, 201);
+    const one = await alice('POST', '/api/repos/alice/tracker/issues', { title: 'first', body: 'hello' });
+    assert.equal(one.status, 201);
+    assert.equal(one.body.number, 1);
+    const two = await bobOnB('POST', '/api/repos/alice/tracker/issues', { title: 'second', body: '' });
+    assert.equal(two.body.number, 2);
+    assert.deepEqual((await aliceOnB('GET', '/api/repos/alice/tracker/issues')).body.map((i: { number: number }) => i.number), [1, 2]);
+
+    const closed = await aliceOnB('PATCH', '/api/repos/alice/tracker/issues/1', { state: 'closed', title: 'first!' });
+    assert.equal(closed.status, 200);
+    assert.equal(closed.body.state, 'closed');
+    assert.equal(closed.body.body, 'hello');
+    assert.equal((await alice('PATCH', '/api/repos/alice/tracker/issues/1', { state: 'weird' })).status, 400);
+    assert.equal((await alice('PATCH', '/api/repos/alice/tracker/issues/1', { unknown: 1 })).status, 400);
+
+    assert.equal((await bob('DELETE', '/api/repos/alice/tracker/issues/1')).status, 403);
+    assert.equal((await alice('DELETE', '/api/repos/alice/tracker/issues/1')).status, 204);
+    assert.equal((await bobOnB('GET', '/api/repos/alice/tracker/issues/1')).status, 404);
+    assert.equal((await alice('DELETE', '/api/repos/alice/tracker/issues/1')).status, 404);
+
+    const expected = ['repo.created', 'issue.created', 'issue.created', 'issue.updated', 'issue.status_changed', 'issue.deleted'];
+    const events = await eventually(() => {
+      const got = eventsFor('alice/tracker');
+      return got.length >= expected.length ? got : undefined;
+    }, 10_000, 'tracker events');
+    assert.deepEqual(events.map((e) => e.envelope.type), expected);
+    assert.deepEqual(events.map((e) => e.envelope.origin), ['node-a', 'node-a', 'node-b', 'node-b', 'node-b', 'node-a']);
+    assert.deepEqual(events[3]!.envelope.payload, { number: 1, changed: ['title', 'state'] });
+    for (let i = 1; i < events.length; i++) assert.ok(events[i]!.seq > events[i - 1]!.seq);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(eventsFor('alice/tracker').length, expected.length, 'no event twice');
+
+    // Both node processes' feeds saw every event too.
+    const lastSeq = events.at(-1)!.seq;
+    for (const client of [alice, aliceOnB]) {
+      await eventually(async () => (await client('GET', '/api/bus/stats')).body.feed.lastSeq >= lastSeq, 10_000, 'node feeds');
+    }
+  });
+
+  it('keeps accepting mutations while NATS is down and publishes their events, in order, once it is back', async () => {
+    assert.equal((await alice('POST', '/api/repos', { name: 'offline' })).status, 201);
+    await eventually(() => eventsFor('alice/offline').length === 1, 10_000, 'repo.created');
+    await nats.stop();
+    await eventually(async () => (await apiClient(nodeA.url)('GET', '/health')).status === 503, 10_000, 'node A to notice');
+
+    const numbers: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await alice('POST', '/api/repos/alice/offline/issues', { title: `offline ${i}` });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      numbers.push(res.body.number);
+    }
+    assert.equal((await aliceOnB('PATCH', `/api/repos/alice/offline/issues/${numbers[0]}`, { state: 'closed' })).status, 200);
+
+    nats = await nats.restart();
+    const expected = ['repo.created', 'issue.created', 'issue.created', 'issue.created', 'issue.created', 'issue.created', 'issue.updated', 'issue.status_changed'];
+    const events = await eventually(() => {
+      const got = eventsFor('alice/offline');
+      return got.length >= expected.length ? got : undefined;
+    }, 30_000, 'events after NATS came back');
+    assert.deepEqual(events.map((e) => e.envelope.type), expected);
+    assert.deepEqual(events.slice(1, 6).map((e) => (e.envelope.payload as { number: number }).number), numbers);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(eventsFor('alice/offline').length, expected.length, 'each event stored once');
+  });
+
+  it('counts and drops 1,000 malformed messages on forge subjects and keeps serving', async () => {
+    const before = (await aliceOnB('GET', '/api/bus/stats')).body.feed;
+    const nc = await connect({ servers: nats.url });
+    try {
+      const subject = 'forge.repo.alice.tracker.issue.deleted';
+      const bad = [
+        'not json',
+        JSON.stringify({ hello: 'world' }),
+        JSON.stringify({ id: 'x', type: 'issue.deleted', version: 1, occurredAt: new Date().toISOString(), origin: 'evil', actor: null, repo: { owner: 'alice', name: 'tracker' }, payload: { number: -1 } }),
+        JSON.stringify({ id: 'y', type: 'issue.deleted', version: 9, occurredAt: new Date().toISOString(), origin: 'evil', actor: null, repo: { owner: 'alice', name: 'tracker' }, payload: { number: 1 } }),
+      ];
+      const acks = [];
+      for (let i = 0; i < 1000; i++) {
+        acks.push(nc.request(subject, bad[i % bad.length]!, { timeout: 10_000 }));
+      }
+      await Promise.all(acks);
+    } finally {
+      await nc.close();
+    }
+    const stats = await eventually(async () => {
+      const s = (await aliceOnB('GET', '/api/bus/stats')).body.feed;
+      return s.malformed - before.malformed >= 1000 ? s : undefined;
+    }, 15_000, 'malformed count');
+    assert.equal(stats.malformed - before.malformed, 1000);
+    assert.equal(stats.delivered, before.delivered);
+    assert.equal((await apiClient(nodeB.url)('GET', '/health')).status, 200);
+    const res = await aliceOnB('POST', '/api/repos/alice/tracker/issues', { title: 'after the flood' });
+    assert.equal(res.status, 201);
+    await eventually(() => seen.some((e) => e.envelope.type === 'issue.created' && (e.envelope.payload as { title: string }).title === 'after the flood'), 10_000, 'a valid event after the flood');
+  });
+});
