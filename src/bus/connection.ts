@@ -90,7 +90,8 @@ export async function connectBus(options: BusConnectionOptions): Promise<NatsCon
     maxReconnectAttempts: -1,
     reconnectDelayHandler: backoff.next,
     waitOnFirstConnect: options.waitOnFirstConnect ?? true,
-    // Publishes during a reconnect are buffered by the client and acked (or retried) later.
+    // nats.js drops what was published while disconnected when it reconnects; EventPublisher
+    // re-sends its unacknowledged events on reconnect (and on ack timeout).
     reconnectTimeWait: options.reconnectDelayMs ?? 250,
     ...authOptions(options),
   });

@@ -74,6 +74,8 @@ export class EventFeed {
   private messages?: ConsumerMessages;
   private loop?: Promise<void>;
   private stopping = false;
+  /** Set by start(): stats.lastSeq is then a known position (startSeq - 1), even when it is 0. */
+  private positioned = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -119,6 +121,7 @@ export class EventFeed {
       startSeq = info.state.last_seq + 1;
     }
     this.stats.lastSeq = startSeq - 1;
+    this.positioned = true;
     this.messages = await this.open(startSeq);
     this.loop = this.run();
   }
@@ -166,7 +169,7 @@ export class EventFeed {
     const seq = msg.seq;
     this.stats.received++;
     if (seq <= this.stats.lastSeq) return undefined; // already processed (defensive: resets)
-    if (this.stats.lastSeq > 0 && seq > this.stats.lastSeq + 1) {
+    if ((this.positioned || this.stats.lastSeq > 0) && seq > this.stats.lastSeq + 1) {
       const gap = { from: this.stats.lastSeq + 1, to: seq - 1 };
       this.stats.gaps++;
       this.logger.warn(`event feed missed sequences ${gap.from}..${gap.to}: the stream no longer holds them`);

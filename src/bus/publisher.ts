@@ -1,4 +1,4 @@
-import { createInbox, headers, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { createInbox, headers, type Msg, type NatsConnection, type Status, type Subscription } from '@nats-io/transport-node';
 import type { EventEnvelope } from './envelope.js';
 import { ForgeBusError, PublishError, PublishTimeoutError } from './errors.js';
 import { EVENTS_STREAM } from './streams.js';
@@ -27,6 +27,8 @@ interface Pending {
   data: Uint8Array;
   attempts: number;
   deadline: number;
+  /** Publish order, so that re-sends after a reconnect go out in the original order. */
+  order: number;
   resolve: (ack: PublishAck) => void;
   reject: (err: Error) => void;
 }
@@ -54,7 +56,9 @@ export class EventPublisher {
   private readonly pending = new Map<string, Pending>();
   private readonly waitingForRoom: (() => void)[] = [];
   private sweeper?: NodeJS.Timeout;
+  private statusWatch?: AsyncIterable<Status>;
   private nextToken = 0;
+  private nextOrder = 0;
   private closed = false;
 
   constructor(
@@ -87,7 +91,7 @@ export class EventPublisher {
       if (this.closed) throw new ForgeBusError('PUBLISHER_CLOSED', 'the publisher is closed: the bus is shutting down');
     }
     return new Promise<PublishAck>((resolve, reject) => {
-      const entry: Pending = { subject, eventId, data, attempts: 0, deadline: 0, resolve, reject };
+      const entry: Pending = { subject, eventId, data, attempts: 0, deadline: 0, order: this.nextOrder++, resolve, reject };
       this.send(entry);
     });
   }
@@ -97,6 +101,7 @@ export class EventPublisher {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
+    (this.statusWatch as { stop?: () => void } | undefined)?.stop?.();
     this.subscription?.unsubscribe();
     const err = new ForgeBusError('PUBLISHER_CLOSED', 'the publisher closed before the ack arrived; the event may or may not be stored');
     for (const entry of this.pending.values()) entry.reject(err);
@@ -113,6 +118,30 @@ export class EventPublisher {
     });
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.ackTimeoutMs / 4)));
     this.sweeper.unref();
+    // nats.js discards whatever was written while disconnected when it reconnects: re-send every
+    // unacknowledged event right away instead of waiting for its ack timeout.
+    const statusWatch = (this.statusWatch = this.nc.status());
+    void (async () => {
+      for await (const status of statusWatch) {
+        if (this.closed) break;
+        if (status.type === 'reconnect') this.resendAll();
+      }
+    })().catch(() => undefined);
+  }
+
+  /**
+   * Re-sends every pending event (same Nats-Msg-Id) in publish order. Not counted as an attempt
+   * and the deadline stays, so a flapping connection cannot keep a publish waiting forever.
+   */
+  private resendAll(): void {
+    const entries = [...this.pending.values()].sort((a, b) => a.order - b.order);
+    this.pending.clear();
+    for (const entry of entries) {
+      const deadline = entry.deadline;
+      entry.attempts--;
+      this.send(entry);
+      entry.deadline = deadline;
+    }
   }
 
   private send(entry: Pending): void {
