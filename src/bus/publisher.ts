@@ -6,7 +6,11 @@ import { EVENTS_STREAM } from './streams.js';
 export interface PublishAck {
   /** Stream sequence the event was stored at (the existing one for a duplicate). */
   seq: number;
-  /** True when the stream already held an event with this id (a retry): stored once. */
+  /**
+   * True when the stream already held an event with this id, stored by an earlier send of this
+   * publish (re-sent after a slow ack or a reconnect) or by another publish of the same id.
+   * Either way the event is stored exactly once, at `seq`.
+   */
   duplicate: boolean;
 }
 
