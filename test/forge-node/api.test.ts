@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -105,6 +105,21 @@ describe('example forge node, end to end (2 node processes, real nats-server, sh
 
     assert.equal((await alice('DELETE', '/api/repos/alice/secret.repo/collaborators/bob')).status, 200);
     assert.equal((await bobOnB('GET', '/api/repos/alice/secret.repo')).status, 404);
+  });
+
+  it('keeps a bare git repository per repository, and deletes it with the repository', async () => {
+    assert.equal((await alice('POST', '/api/repos', { name: 'short-lived' })).status, 201);
+    const gitDir = join(dataDir, 'repos', 'alice', 'short-lived.git');
+    assert.ok(existsSync(join(gitDir, 'HEAD')), 'bare repository created');
+    assert.equal((await aliceOnB('DELETE', '/api/repos/alice/short-lived')).status, 204);
+    assert.equal(existsSync(gitDir), false, 'bare repository removed');
+    assert.equal((await alice('GET', '/api/repos/alice/short-lived')).status, 404);
+    assert.equal((await alice('DELETE', '/api/repos/alice/short-lived')).status, 404);
+    const events = await eventually(() => {
+      const got = eventsFor('alice/short-lived');
+      return got.length >= 2 ? got : undefined;
+    }, 10_000, 'repo events');
+    assert.deepEqual(events.map((e) => [e.envelope.type, e.envelope.origin]), [['repo.created', 'node-a'], ['repo.deleted', 'node-b']]);
   });
 
   it('serves the issue routes and publishes each mutation once, in order, for every node', async () => {
