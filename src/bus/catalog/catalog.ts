@@ -3,6 +3,7 @@ import { plainToInstance } from 'class-transformer';
 import { validateSync, type ValidationError } from 'class-validator';
 import { InvalidEventError, UnknownEventTypeError } from '../errors.js';
 import { assertEventType } from '../subjects.js';
+import { compileFastCheck, type FastCheck } from './fast-validator.js';
 
 export type EventScopeKind = 'repo' | 'user' | 'site';
 
@@ -38,7 +39,7 @@ function firstErrorPath(errors: ValidationError[], prefix = 'payload'): { field:
  * (and counts) messages whose type or version it does not know.
  */
 export class EventCatalog {
-  private readonly definitions = new Map<string, EventDefinition>();
+  private readonly entries = new Map<string, { def: EventDefinition; fastCheck: FastCheck | undefined }>();
   private readonly latest = new Map<string, number>();
 
   constructor(definitions: Iterable<EventDefinition> = []) {
@@ -51,17 +52,17 @@ export class EventCatalog {
       throw new InvalidEventError('version', 'must be a positive integer', def.type);
     }
     const key = `${def.type}@${def.version}`;
-    const existing = this.definitions.get(key);
+    const existing = this.entries.get(key)?.def;
     if (existing && existing.payload !== def.payload) {
       throw new InvalidEventError('type', `is already registered at version ${def.version} with another payload class`, def.type);
     }
-    this.definitions.set(key, def);
+    this.entries.set(key, { def, fastCheck: compileFastCheck(def.payload) });
     this.latest.set(def.type, Math.max(def.version, this.latest.get(def.type) ?? 0));
     return this;
   }
 
   has(type: string, version?: number): boolean {
-    return version === undefined ? this.latest.has(type) : this.definitions.has(`${type}@${version}`);
+    return version === undefined ? this.latest.has(type) : this.entries.has(`${type}@${version}`);
   }
 
   /** Highest registered version of `type`. */
@@ -72,9 +73,13 @@ export class EventCatalog {
   }
 
   get(type: string, version: number): EventDefinition {
-    const def = this.definitions.get(`${type}@${version}`);
-    if (!def) throw this.latest.has(type) ? new UnknownEventTypeError(type, version) : new UnknownEventTypeError(type);
-    return def;
+    return this.entry(type, version).def;
+  }
+
+  private entry(type: string, version: number) {
+    const entry = this.entries.get(`${type}@${version}`);
+    if (!entry) throw this.latest.has(type) ? new UnknownEventTypeError(type, version) : new UnknownEventTypeError(type);
+    return entry;
   }
 
   types(): string[] {
@@ -86,10 +91,12 @@ export class EventCatalog {
    * typo in a field name is an error rather than silently ignored data).
    */
   validatePayload(type: string, version: number, payload: unknown): object {
-    const def = this.get(type, version);
+    const { def, fastCheck } = this.entry(type, version);
     if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
       throw new InvalidEventError('payload', 'must be an object', type);
     }
+    // Fast path for the common case; class-validator decides (and explains) everything else.
+    if (fastCheck?.(payload as Record<string, unknown>)) return payload;
     const instance = plainToInstance(def.payload, payload);
     const errors = validateSync(instance, { whitelist: true, forbidNonWhitelisted: true, forbidUnknownValues: false });
     if (errors.length > 0) {
