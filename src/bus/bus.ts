@@ -95,16 +95,31 @@ export class ForgeBus {
   /** Validates, publishes with Nats-Msg-Id = event id, resolves with the stream sequence. */
   publish<T extends keyof ForgeEventPayloads>(input: KnownEventInput<T>): Promise<PublishedEvent<ForgeEventPayloads[T]>>;
   publish(input: EventInput): Promise<PublishedEvent>;
-  async publish(input: EventInput): Promise<PublishedEvent> {
-    const envelope = this.events.create(input);
-    return this.publishEnvelope(envelope);
+  publish(input: EventInput): Promise<PublishedEvent> {
+    let created: { envelope: EventEnvelope; subject: string };
+    try {
+      created = this.events.createWithSubject(input);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.send(created.envelope, created.subject);
   }
 
   /** Publishes an envelope made earlier (by `events.create`, e.g. kept in an outbox). */
-  async publishEnvelope(envelope: EventEnvelope): Promise<PublishedEvent> {
-    const subject = this.events.subjectOf(envelope);
-    const ack = await this.publisher.publish(subject, envelope);
-    return { ...ack, envelope, subject };
+  publishEnvelope(envelope: EventEnvelope): Promise<PublishedEvent> {
+    let subject: string;
+    try {
+      subject = this.events.subjectOf(envelope);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.send(envelope, subject);
+  }
+
+  private send(envelope: EventEnvelope, subject: string): Promise<PublishedEvent> {
+    return this.publisher
+      .publish(subject, envelope)
+      .then((ack) => ({ seq: ack.seq, duplicate: ack.duplicate, envelope, subject }));
   }
 
   /** Registers a feed handler (see EventFeed.subscribe). */

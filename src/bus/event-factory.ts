@@ -1,4 +1,4 @@
-import type { EventCatalog } from './catalog/catalog.js';
+import type { EventCatalog, EventDefinition } from './catalog/catalog.js';
 import type { ForgeEventPayloads } from './catalog/events.js';
 import { newEventId, type EventEnvelope } from './envelope.js';
 import { InvalidEventError } from './errors.js';
@@ -32,8 +32,13 @@ export class EventFactory {
   create<T extends KnownType>(input: KnownEventInput<T>): EventEnvelope<ForgeEventPayloads[T]>;
   create(input: EventInput): EventEnvelope;
   create(input: EventInput): EventEnvelope {
-    const version = input.version ?? this.catalog.latestVersion(input.type);
-    const def = this.catalog.get(input.type, version);
+    return this.createWithSubject(input).envelope;
+  }
+
+  /** Builds a validated envelope and the subject it is published on. */
+  createWithSubject(input: EventInput): { envelope: EventEnvelope; subject: string } {
+    const def = this.catalog.get(input.type, input.version);
+    const version = def.version;
     const envelope: EventEnvelope = {
       id: input.id ?? newEventId(),
       type: input.type,
@@ -50,22 +55,25 @@ export class EventFactory {
       if (input.user === undefined) throw new InvalidEventError('user', 'is required: this event type is addressed to a user', input.type);
       envelope.user = input.user;
     }
-    // Fails early (SubjectCodecError) for names that cannot become subjects.
-    this.subjectOf(envelope);
-    return envelope;
+    // Computed here so that names that cannot become subjects fail now (SubjectCodecError),
+    // not later in an outbox relay.
+    return { envelope, subject: subjectFor(def, envelope) };
   }
 
   subjectOf(envelope: EventEnvelope): string {
-    const def = this.catalog.get(envelope.type, envelope.version);
-    switch (def.scope) {
-      case 'repo':
-        if (!envelope.repo) throw new InvalidEventError('repo', 'is required', envelope.type);
-        return eventSubject(envelope.type, { kind: 'repo', repo: envelope.repo });
-      case 'user':
-        if (envelope.user === undefined) throw new InvalidEventError('user', 'is required', envelope.type);
-        return eventSubject(envelope.type, { kind: 'user', user: envelope.user });
-      case 'site':
-        return eventSubject(envelope.type, { kind: 'site' });
-    }
+    return subjectFor(this.catalog.get(envelope.type, envelope.version), envelope);
+  }
+}
+
+function subjectFor(def: EventDefinition, envelope: EventEnvelope): string {
+  switch (def.scope) {
+    case 'repo':
+      if (!envelope.repo) throw new InvalidEventError('repo', 'is required', envelope.type);
+      return eventSubject(envelope.type, { kind: 'repo', repo: envelope.repo });
+    case 'user':
+      if (envelope.user === undefined) throw new InvalidEventError('user', 'is required', envelope.type);
+      return eventSubject(envelope.type, { kind: 'user', user: envelope.user });
+    case 'site':
+      return eventSubject(envelope.type, { kind: 'site' });
   }
 }

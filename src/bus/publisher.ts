@@ -37,7 +37,7 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
-const encoder = new TextEncoder();
+const closedError = () => new ForgeBusError('PUBLISHER_CLOSED', 'the publisher is closed: the bus is shutting down');
 const decoder = new TextDecoder();
 
 /**
@@ -82,22 +82,28 @@ export class EventPublisher {
   }
 
   /** Publishes one envelope on `subject`; resolves once JetStream stored it. */
-  async publish(subject: string, envelope: EventEnvelope): Promise<PublishAck> {
-    return this.publishRaw(subject, envelope.id, encoder.encode(JSON.stringify(envelope)));
+  publish(subject: string, envelope: EventEnvelope): Promise<PublishAck> {
+    // Buffer.from is several times faster than TextEncoder.encode for short strings on Node 20.
+    return this.publishRaw(subject, envelope.id, Buffer.from(JSON.stringify(envelope)));
   }
 
   /** Publishes pre-encoded envelope bytes (the outbox stores them encoded). */
-  async publishRaw(subject: string, eventId: string, data: Uint8Array): Promise<PublishAck> {
-    if (this.closed) throw new ForgeBusError('PUBLISHER_CLOSED', 'the publisher is closed: the bus is shutting down');
+  publishRaw(subject: string, eventId: string, data: Uint8Array): Promise<PublishAck> {
+    // Not async: this is the hot path, and the common case (room in the window) needs no await.
+    if (this.closed) return Promise.reject(closedError());
     this.ensureSubscribed();
+    if (this.pending.size >= this.maxInFlight) return this.publishWhenRoom(subject, eventId, data);
+    return new Promise<PublishAck>((resolve, reject) => {
+      this.send({ subject, eventId, data, attempts: 0, deadline: 0, order: this.nextOrder++, resolve, reject });
+    });
+  }
+
+  private async publishWhenRoom(subject: string, eventId: string, data: Uint8Array): Promise<PublishAck> {
     while (this.pending.size >= this.maxInFlight) {
       await new Promise<void>((resolve) => this.waitingForRoom.push(resolve));
-      if (this.closed) throw new ForgeBusError('PUBLISHER_CLOSED', 'the publisher is closed: the bus is shutting down');
+      if (this.closed) throw closedError();
     }
-    return new Promise<PublishAck>((resolve, reject) => {
-      const entry: Pending = { subject, eventId, data, attempts: 0, deadline: 0, order: this.nextOrder++, resolve, reject };
-      this.send(entry);
-    });
+    return this.publishRaw(subject, eventId, data);
   }
 
   /** Stops accepting publishes and fails those still waiting for an ack. */

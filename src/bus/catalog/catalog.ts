@@ -38,9 +38,13 @@ function firstErrorPath(errors: ValidationError[], prefix = 'payload'): { field:
  * The registry of event types a process knows. Publishing validates against it; the feed drops
  * (and counts) messages whose type or version it does not know.
  */
+interface CatalogEntry {
+  def: EventDefinition;
+  fastCheck: FastCheck | undefined;
+}
+
 export class EventCatalog {
-  private readonly entries = new Map<string, { def: EventDefinition; fastCheck: FastCheck | undefined }>();
-  private readonly latest = new Map<string, number>();
+  private readonly byType = new Map<string, { latest: CatalogEntry; versions: Map<number, CatalogEntry> }>();
 
   constructor(definitions: Iterable<EventDefinition> = []) {
     for (const def of definitions) this.register(def);
@@ -51,39 +55,47 @@ export class EventCatalog {
     if (!Number.isInteger(def.version) || def.version < 1) {
       throw new InvalidEventError('version', 'must be a positive integer', def.type);
     }
-    const key = `${def.type}@${def.version}`;
-    const existing = this.entries.get(key)?.def;
-    if (existing && existing.payload !== def.payload) {
+    const existing = this.byType.get(def.type);
+    const previous = existing?.versions.get(def.version)?.def;
+    if (previous && previous.payload !== def.payload) {
       throw new InvalidEventError('type', `is already registered at version ${def.version} with another payload class`, def.type);
     }
-    this.entries.set(key, { def, fastCheck: compileFastCheck(def.payload) });
-    this.latest.set(def.type, Math.max(def.version, this.latest.get(def.type) ?? 0));
+    const entry: CatalogEntry = { def, fastCheck: compileFastCheck(def.payload) };
+    if (!existing) {
+      this.byType.set(def.type, { latest: entry, versions: new Map([[def.version, entry]]) });
+    } else {
+      existing.versions.set(def.version, entry);
+      if (def.version >= existing.latest.def.version) existing.latest = entry;
+    }
     return this;
   }
 
   has(type: string, version?: number): boolean {
-    return version === undefined ? this.latest.has(type) : this.entries.has(`${type}@${version}`);
+    const known = this.byType.get(type);
+    return version === undefined ? known !== undefined : known?.versions.has(version) === true;
   }
 
   /** Highest registered version of `type`. */
   latestVersion(type: string): number {
-    const version = this.latest.get(type);
-    if (version === undefined) throw new UnknownEventTypeError(type);
-    return version;
+    return this.entry(type).def.version;
   }
 
-  get(type: string, version: number): EventDefinition {
+  /** The definition of `type` at `version` (default: the latest version). */
+  get(type: string, version?: number): EventDefinition {
     return this.entry(type, version).def;
   }
 
-  private entry(type: string, version: number) {
-    const entry = this.entries.get(`${type}@${version}`);
-    if (!entry) throw this.latest.has(type) ? new UnknownEventTypeError(type, version) : new UnknownEventTypeError(type);
+  private entry(type: string, version?: number): CatalogEntry {
+    const known = this.byType.get(type);
+    if (!known) throw new UnknownEventTypeError(type);
+    if (version === undefined) return known.latest;
+    const entry = known.versions.get(version);
+    if (!entry) throw new UnknownEventTypeError(type, version);
     return entry;
   }
 
   types(): string[] {
-    return [...this.latest.keys()].sort();
+    return [...this.byType.keys()].sort();
   }
 
   /**
