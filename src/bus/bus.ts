@@ -43,6 +43,7 @@ export class ForgeBus {
   readonly publisher: EventPublisher;
   readonly feed: EventFeed;
   private lastStatus: Status['type'] | 'connected' = 'connected';
+  private readonly statusListeners = new Set<(status: Status) => void>();
   private closing?: Promise<void>;
 
   private constructor(
@@ -73,8 +74,8 @@ export class ForgeBus {
       ...options.connection,
       name: options.connection?.name ?? `forge-node:${options.nodeId}`,
       onStatus: (status) => {
-        if (bus) bus.lastStatus = status.type === 'reconnect' ? 'connected' : status.type === 'disconnect' || status.type === 'reconnecting' ? 'disconnect' : bus.lastStatus;
         onStatus?.(status);
+        bus?.onConnectionStatus(status);
       },
     });
     try {
@@ -85,6 +86,18 @@ export class ForgeBus {
       await nc.close();
       throw err;
     }
+  }
+
+  private onConnectionStatus(status: Status): void {
+    if (status.type === 'reconnect') this.lastStatus = 'connected';
+    else if (status.type === 'disconnect' || status.type === 'reconnecting' || status.type === 'staleConnection') this.lastStatus = 'disconnect';
+    for (const listener of this.statusListeners) listener(status);
+  }
+
+  /** Adds a listener for connection status changes (disconnect, reconnect, …). */
+  onStatus(listener: (status: Status) => void): FeedSubscription {
+    this.statusListeners.add(listener);
+    return { unsubscribe: () => this.statusListeners.delete(listener) };
   }
 
   /** True while the connection is up (not disconnected, reconnecting or closed). */

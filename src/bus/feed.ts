@@ -67,6 +67,7 @@ const decoder = new TextDecoder();
 export class EventFeed {
   readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0 };
   private readonly registrations: Registration[] = [];
+  private readonly gapListeners = new Set<(gap: FeedGap) => void>();
   private readonly stream: string;
   private readonly logger: BusLogger;
   private readonly malformedLog: RateLimitedLog;
@@ -111,6 +112,12 @@ export class EventFeed {
         if (i >= 0) this.registrations.splice(i, 1);
       },
     };
+  }
+
+  /** Adds a listener for gaps (sequences the feed can no longer deliver). */
+  onGap(listener: (gap: FeedGap) => void): FeedSubscription {
+    this.gapListeners.add(listener);
+    return { unsubscribe: () => this.gapListeners.delete(listener) };
   }
 
   async start(): Promise<void> {
@@ -174,6 +181,7 @@ export class EventFeed {
       this.stats.gaps++;
       this.logger.warn(`event feed missed sequences ${gap.from}..${gap.to}: the stream no longer holds them`);
       this.options.onGap?.(gap);
+      for (const listener of this.gapListeners) listener(gap);
     }
     this.stats.lastSeq = seq;
     const event = this.decode(msg);

@@ -2,10 +2,12 @@ import { Module, ValidationPipe } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { APP_GUARD, APP_PIPE } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
-import { ForgeBusModule } from '../nest/index.js';
+import { ForgeBusModule, ForgeCacheModule } from '../nest/index.js';
 import { AuthGuard } from './auth/auth.guard.js';
 import { FORGE_NODE_CONFIG, loadForgeNodeConfig, type ForgeNodeConfig } from './config.js';
 import { DATABASE, openDatabase, type Db } from './db/database.js';
+import { DbLatency } from './db/latency.js';
+import { CacheController } from './cache/cache.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { IssuesController } from './issues/issues.controller.js';
 import { IssuesService } from './issues/issues.service.js';
@@ -31,12 +33,24 @@ const configProvider = {
       inject: [ConfigService],
       useFactory: (config: ConfigService) => {
         const forge = config.get<ForgeNodeConfig>('forge')!;
-        return { nodeId: forge.nodeId, connection: { servers: forge.natsUrl } };
+        return {
+          nodeId: forge.nodeId,
+          connection: { servers: forge.natsUrl },
+          stream: forge.eventsMaxAgeMs === undefined ? undefined : { maxAgeMs: forge.eventsMaxAgeMs },
+        };
+      },
+    }),
+    ForgeCacheModule.forRootAsync({
+      inject: [ConfigService],
+      useFactory: (config: ConfigService) => {
+        const { cache } = config.get<ForgeNodeConfig>('forge')!;
+        // maxEntries 0: a cache that never keeps anything (lru-cache needs a positive bound).
+        return { disconnectedReads: cache.disconnectedReads, maxEntries: Math.max(1, cache.maxEntries), maxBytes: cache.maxEntries === 0 ? 1 : undefined };
       },
     }),
     TerminusModule,
   ],
-  controllers: [HealthController, ReposController, IssuesController],
+  controllers: [HealthController, CacheController, ReposController, IssuesController],
   providers: [
     configProvider,
     {
@@ -49,6 +63,7 @@ const configProvider = {
       provide: APP_PIPE,
       useValue: new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true }),
     },
+    DbLatency,
     ForgeEventsService,
     ReposService,
     IssuesService,

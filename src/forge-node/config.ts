@@ -8,6 +8,20 @@ export interface ForgeNodeConfig {
   natsUrl: string;
   dataDir: string;
   secret: string;
+  /** FORGE_EVENTS max_age (FORGE_EVENTS_MAX_AGE_MS); undefined = the SDK default (7 days). */
+  eventsMaxAgeMs?: number;
+  cache: {
+    /** FORGE_CACHE_DISCONNECTED: bypass (default) or serve-stale. */
+    disconnectedReads: 'bypass' | 'serve-stale';
+    /** FORGE_CACHE_MAX_ENTRIES (default 10,000); 0 turns the cache off. */
+    maxEntries: number;
+  };
+  /**
+   * FORGE_DB_LATENCY_MS: delay added between a database read and its answer, to make the
+   * example behave like a forge on a remote database (and to widen read/invalidate races in
+   * tests). Default 0.
+   */
+  dbLatencyMs: number;
 }
 
 export class ForgeNodeConfigError extends Error {
@@ -30,6 +44,17 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
   if (!secret) throw new ForgeNodeConfigError('FORGE_SECRET is required: the HS256 key that signs user tokens (use the same value on every node)');
   if (secret.length < 16) throw new ForgeNodeConfigError('FORGE_SECRET must be at least 16 characters');
   const dataDir = str('FORGE_DATA_DIR') ?? '.forgebus-data';
+  const int = (key: string, fallback: number | undefined, min: number): number | undefined => {
+    const raw = str(key);
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min) throw new ForgeNodeConfigError(`${key} must be an integer >= ${min}, got "${raw}"`);
+    return n;
+  };
+  const disconnectedReads = str('FORGE_CACHE_DISCONNECTED') ?? 'bypass';
+  if (disconnectedReads !== 'bypass' && disconnectedReads !== 'serve-stale') {
+    throw new ForgeNodeConfigError(`FORGE_CACHE_DISCONNECTED must be "bypass" or "serve-stale", got "${disconnectedReads}"`);
+  }
   return {
     port,
     host: str('HOST') ?? '127.0.0.1',
@@ -37,6 +62,9 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     natsUrl: str('NATS_URL') ?? 'nats://127.0.0.1:4222',
     dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),
     secret,
+    eventsMaxAgeMs: int('FORGE_EVENTS_MAX_AGE_MS', undefined, 1),
+    cache: { disconnectedReads, maxEntries: int('FORGE_CACHE_MAX_ENTRIES', 10_000, 0)! },
+    dbLatencyMs: int('FORGE_DB_LATENCY_MS', 0, 0)!,
   };
 }
 

@@ -8,3 +8,5 @@ export * from './transport/forge-bus.client.js';
 export * from './transport/forge-bus.context.js';
 export * from './transport/forge-bus.server.js';
 export * from './transport/rpc.js';
+export * from './cache/cached.decorator.js';
+export * from './cache/forge-cache.module.js';

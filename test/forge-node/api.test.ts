@@ -100,11 +100,14 @@ describe('example forge node, end to end (2 node processes, real nats-server, sh
     const added = await alice('PUT', '/api/repos/alice/secret.repo/collaborators/bob');
     assert.equal(added.status, 200);
     assert.deepEqual(added.body.collaborators, ['bob']);
-    assert.equal((await bobOnB('GET', '/api/repos/alice/secret.repo')).status, 200);
+    assert.equal((await bob('GET', '/api/repos/alice/secret.repo')).status, 200, 'read-your-writes on the node that made the change');
+    // Node B learns of the change through the bus: within milliseconds, not synchronously.
+    await eventually(async () => (await bobOnB('GET', '/api/repos/alice/secret.repo')).status === 200, 5_000, 'bob to see the repo on node B');
     assert.equal((await bob('DELETE', '/api/repos/alice/secret.repo')).status, 403);
 
     assert.equal((await alice('DELETE', '/api/repos/alice/secret.repo/collaborators/bob')).status, 200);
-    assert.equal((await bobOnB('GET', '/api/repos/alice/secret.repo')).status, 404);
+    assert.equal((await bob('GET', '/api/repos/alice/secret.repo')).status, 404);
+    await eventually(async () => (await bobOnB('GET', '/api/repos/alice/secret.repo')).status === 404, 5_000, 'bob to lose the repo on node B');
   });
 
   it('keeps a bare git repository per repository, and deletes it with the repository', async () => {
@@ -113,7 +116,7 @@ describe('example forge node, end to end (2 node processes, real nats-server, sh
     assert.ok(existsSync(join(gitDir, 'HEAD')), 'bare repository created');
     assert.equal((await aliceOnB('DELETE', '/api/repos/alice/short-lived')).status, 204);
     assert.equal(existsSync(gitDir), false, 'bare repository removed');
-    assert.equal((await alice('GET', '/api/repos/alice/short-lived')).status, 404);
+    await eventually(async () => (await alice('GET', '/api/repos/alice/short-lived')).status === 404, 5_000, 'node A to forget the repo');
     assert.equal((await alice('DELETE', '/api/repos/alice/short-lived')).status, 404);
     const events = await eventually(() => {
       const got = eventsFor('alice/short-lived');
@@ -129,6 +132,7 @@ describe('example forge node, end to end (2 node processes, real nats-server, sh
     assert.equal(one.body.number, 1);
     const two = await bobOnB('POST', '/api/repos/alice/tracker/issues', { title: 'second', body: '' });
     assert.equal(two.body.number, 2);
+    await eventually(async () => (await alice('GET', '/api/repos/alice/tracker/issues')).body.length === 2, 5_000, 'both issues on node A');
     assert.deepEqual((await aliceOnB('GET', '/api/repos/alice/tracker/issues')).body.map((i: { number: number }) => i.number), [1, 2]);
 
     const closed = await aliceOnB('PATCH', '/api/repos/alice/tracker/issues/1', { state: 'closed', title: 'first!' });
@@ -140,7 +144,7 @@ describe('example forge node, end to end (2 node processes, real nats-server, sh
 
     assert.equal((await bob('DELETE', '/api/repos/alice/tracker/issues/1')).status, 403);
     assert.equal((await alice('DELETE', '/api/repos/alice/tracker/issues/1')).status, 204);
-    assert.equal((await bobOnB('GET', '/api/repos/alice/tracker/issues/1')).status, 404);
+    await eventually(async () => (await bobOnB('GET', '/api/repos/alice/tracker/issues/1')).status === 404, 5_000, 'the deleted issue gone on node B');
     assert.equal((await alice('DELETE', '/api/repos/alice/tracker/issues/1')).status, 404);
 
     const expected = ['repo.created', 'issue.created', 'issue.created', 'issue.updated', 'issue.status_changed', 'issue.deleted'];

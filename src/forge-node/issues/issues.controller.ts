@@ -25,7 +25,7 @@ export class IssuesController {
     @Param('name', new NamePipe('repository name')) name: string,
     @Body() body: CreateIssueDto,
     @CurrentUser() user: string,
-  ): Issue {
+  ): Promise<Issue> {
     return this.issues.create(owner, name, body.title, body.body ?? '', user);
   }
 
@@ -34,7 +34,7 @@ export class IssuesController {
     @Param('owner', new NamePipe('owner')) owner: string,
     @Param('name', new NamePipe('repository name')) name: string,
     @CurrentUser() user: string,
-  ): Issue[] {
+  ): Promise<Issue[]> {
     return this.issues.list(owner, name, user);
   }
 
@@ -44,7 +44,7 @@ export class IssuesController {
     @Param('name', new NamePipe('repository name')) name: string,
     @Param('number', new IssueNumberPipe()) number: number,
     @CurrentUser() user: string,
-  ): Issue {
+  ): Promise<Issue> {
     return this.issues.get(owner, name, number, user);
   }
 
@@ -55,7 +55,7 @@ export class IssuesController {
     @Param('number', new IssueNumberPipe()) number: number,
     @Body() body: UpdateIssueDto,
     @CurrentUser() user: string,
-  ): Issue {
+  ): Promise<Issue> {
     return this.issues.update(owner, name, number, body, user);
   }
 
@@ -66,7 +66,7 @@ export class IssuesController {
     @Param('name', new NamePipe('repository name')) name: string,
     @Param('number', new IssueNumberPipe()) number: number,
     @CurrentUser() user: string,
-  ): void {
-    this.issues.delete(owner, name, number, user);
+  ): Promise<void> {
+    return this.issues.delete(owner, name, number, user);
   }
 }

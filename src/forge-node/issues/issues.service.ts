@@ -1,5 +1,8 @@
 import { ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
+import { CacheTags } from '../../cache/index.js';
+import { Cached } from '../../nest/index.js';
 import { DATABASE, type Db } from '../db/database.js';
+import { DbLatency } from '../db/latency.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';
 import { ReposService } from '../repos/repos.service.js';
 
@@ -49,19 +52,42 @@ export class IssuesService {
     @Inject(DATABASE) private readonly db: Db,
     private readonly repos: ReposService,
     private readonly events: ForgeEventsService,
+    private readonly latency: DbLatency,
   ) {}
 
-  list(owner: string, name: string, user: string): Issue[] {
-    this.repos.getVisible(owner, name, user);
+  @Cached({
+    key: (owner: string, name: string) => `issues:${owner}/${name}`,
+    tags: (owner: string, name: string) => [CacheTags.repo({ owner, name }), CacheTags.issues({ owner, name })],
+  })
+  async listIssues(owner: string, name: string): Promise<Issue[]> {
     const rows = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? ORDER BY number`).all(owner, name) as IssueRow[];
-    return rows.map(toIssue);
+    return this.latency.answer(rows.map(toIssue));
   }
 
-  get(owner: string, name: string, number: number, user: string): Issue {
-    this.repos.getVisible(owner, name, user);
-    return this.find(owner, name, number);
+  @Cached({
+    key: (owner: string, name: string, number: number) => `issue:${owner}/${name}#${number}`,
+    tags: (owner: string, name: string, number: number) => [CacheTags.repo({ owner, name }), CacheTags.issue({ owner, name }, number)],
+  })
+  async findIssue(owner: string, name: string, number: number): Promise<Issue | undefined> {
+    const row = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? AND number = ?`).get(owner, name, number) as
+      | IssueRow
+      | undefined;
+    return this.latency.answer(row ? toIssue(row) : undefined);
   }
 
+  async list(owner: string, name: string, user: string): Promise<Issue[]> {
+    await this.repos.getVisible(owner, name, user);
+    return this.listIssues(owner, name);
+  }
+
+  async get(owner: string, name: string, number: number, user: string): Promise<Issue> {
+    await this.repos.getVisible(owner, name, user);
+    const issue = await this.findIssue(owner, name, number);
+    if (!issue) throw new NotFoundException(`issue #${number} not found in ${owner}/${name}`);
+    return issue;
+  }
+
+  /** Uncached, for read-modify-write inside a transaction. */
   private find(owner: string, name: string, number: number): Issue {
     const row = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? AND number = ?`).get(owner, name, number) as
       | IssueRow
@@ -70,8 +96,8 @@ export class IssuesService {
     return toIssue(row);
   }
 
-  create(owner: string, name: string, title: string, body: string, user: string): Issue {
-    this.repos.getVisible(owner, name, user);
+  async create(owner: string, name: string, title: string, body: string, user: string): Promise<Issue> {
+    await this.repos.getVisible(owner, name, user);
     const now = new Date().toISOString();
     const number = this.events.transaction((record) => {
       const repo = this.db.prepare('SELECT next_issue FROM repos WHERE owner = ? AND name = ?').get(owner, name) as { next_issue: number } | undefined;
@@ -87,8 +113,8 @@ export class IssuesService {
     return { number, title, body, state: 'open', author: user, createdAt: now, updatedAt: now };
   }
 
-  update(owner: string, name: string, number: number, changes: IssueChanges, user: string): Issue {
-    const repo = this.repos.getVisible(owner, name, user);
+  async update(owner: string, name: string, number: number, changes: IssueChanges, user: string): Promise<Issue> {
+    const repo = await this.repos.getVisible(owner, name, user);
     return this.events.transaction((record) => {
       const current = this.find(owner, name, number);
       if (current.author !== user && !this.repos.canWrite(repo, user)) {
@@ -109,8 +135,8 @@ export class IssuesService {
     });
   }
 
-  delete(owner: string, name: string, number: number, user: string): void {
-    const repo = this.repos.getVisible(owner, name, user);
+  async delete(owner: string, name: string, number: number, user: string): Promise<void> {
+    const repo = await this.repos.getVisible(owner, name, user);
     if (!this.repos.canWrite(repo, user)) {
       throw new ForbiddenException(`only the owner or a collaborator of ${owner}/${name} may delete issues`);
     }

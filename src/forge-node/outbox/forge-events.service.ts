@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationBootstrap } from '@nestjs/common';
-import { ForgeBus, OutboxRelay, type EventInput, type ForgeEventPayloads, type KnownEventInput } from '../../bus/index.js';
+import { ForgeBus, OutboxRelay, type EventEnvelope, type EventInput, type ForgeEventPayloads, type KnownEventInput } from '../../bus/index.js';
+import { ForgeCache } from '../../cache/index.js';
 import { DATABASE, type Db } from '../db/database.js';
 import { SqliteOutboxStore } from './sqlite-outbox.store.js';
 
@@ -16,6 +17,7 @@ export class ForgeEventsService implements OnApplicationBootstrap, BeforeApplica
   constructor(
     @Inject(DATABASE) private readonly db: Db,
     private readonly bus: ForgeBus,
+    private readonly cache: ForgeCache,
   ) {
     this.store = new SqliteOutboxStore(db);
     const logger = new Logger('Outbox');
@@ -29,8 +31,19 @@ export class ForgeEventsService implements OnApplicationBootstrap, BeforeApplica
    * the relay is woken up.
    */
   transaction<T>(work: (record: <K extends keyof ForgeEventPayloads>(input: KnownEventInput<K> | EventInput) => void) => T): T {
-    const record = (input: EventInput) => this.store.append(this.bus.events.create(input));
-    const result = this.db.transaction(() => work(record)).immediate();
+    let recorded: EventEnvelope[] = [];
+    const record = (input: EventInput) => {
+      const envelope = this.bus.events.create(input);
+      this.store.append(envelope);
+      recorded.push(envelope);
+    };
+    const result = this.db.transaction(() => {
+      recorded = []; // better-sqlite3 may not retry, but a thrown transaction records nothing
+      return work(record);
+    }).immediate();
+    // Read-your-writes: this node drops what the change invalidates before it answers, without
+    // waiting for the event to come back through the stream (every other node does it then).
+    for (const envelope of recorded) this.cache.applyLocal(envelope);
     this.relay.notify();
     return result;
   }

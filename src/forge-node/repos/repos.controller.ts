@@ -24,7 +24,7 @@ export class ReposController {
     @Param('owner', new NamePipe('owner')) owner: string,
     @Param('name', new NamePipe('repository name')) name: string,
     @CurrentUser() user: string,
-  ): Repo {
+  ): Promise<Repo> {
     return this.repos.getVisible(owner, name, user);
   }
 
@@ -44,7 +44,7 @@ export class ReposController {
     @Param('name', new NamePipe('repository name')) name: string,
     @Param('user', new NamePipe('user name')) collaborator: string,
     @CurrentUser() user: string,
-  ): Repo {
+  ): Promise<Repo> {
     return this.repos.setCollaborator(owner, name, collaborator, user, true);
   }
 
@@ -54,7 +54,7 @@ export class ReposController {
     @Param('name', new NamePipe('repository name')) name: string,
     @Param('user', new NamePipe('user name')) collaborator: string,
     @CurrentUser() user: string,
-  ): Repo {
+  ): Promise<Repo> {
     return this.repos.setCollaborator(owner, name, collaborator, user, false);
   }
 }

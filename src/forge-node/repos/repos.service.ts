@@ -1,6 +1,9 @@
 import { ConflictException, ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
+import { CacheTags } from '../../cache/index.js';
+import { Cached } from '../../nest/index.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
 import { DATABASE, type Db } from '../db/database.js';
+import { DbLatency } from '../db/latency.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';
 import { initBareRepo, removeRepo, repoPath } from './git.js';
 
@@ -26,6 +29,7 @@ export class ReposService {
     @Inject(DATABASE) private readonly db: Db,
     @Inject(FORGE_NODE_CONFIG) private readonly config: ForgeNodeConfig,
     private readonly events: ForgeEventsService,
+    private readonly latency: DbLatency,
   ) {}
 
   private row(owner: string, name: string): RepoRow | undefined {
@@ -55,18 +59,26 @@ export class ReposService {
     return repo.owner === user || repo.collaborators.includes(user);
   }
 
-  /** The repository as `user` may see it; 404 when it does not exist or is private to others. */
-  getVisible(owner: string, name: string, user: string): Repo {
+  /** The repository record (cached; also the basis of every permission check). */
+  @Cached({
+    key: (owner: string, name: string) => `repo:${owner}/${name}`,
+    tags: (owner: string, name: string) => [CacheTags.repo({ owner, name }), CacheTags.repoMeta({ owner, name }), CacheTags.perm({ owner, name })],
+  })
+  async findRepo(owner: string, name: string): Promise<Repo | undefined> {
     const row = this.row(owner, name);
-    if (!row) throw new NotFoundException(`repository ${owner}/${name} not found`);
-    const repo = this.toRepo(row);
-    if (repo.private && !this.canWrite(repo, user)) throw new NotFoundException(`repository ${owner}/${name} not found`);
+    return this.latency.answer(row ? this.toRepo(row) : undefined);
+  }
+
+  /** The repository as `user` may see it; 404 when it does not exist or is private to others. */
+  async getVisible(owner: string, name: string, user: string): Promise<Repo> {
+    const repo = await this.findRepo(owner, name);
+    if (!repo || (repo.private && !this.canWrite(repo, user))) throw new NotFoundException(`repository ${owner}/${name} not found`);
     return repo;
   }
 
   /** Like getVisible, then 403 unless `user` is the owner. */
-  getOwned(owner: string, name: string, user: string): Repo {
-    const repo = this.getVisible(owner, name, user);
+  async getOwned(owner: string, name: string, user: string): Promise<Repo> {
+    const repo = await this.getVisible(owner, name, user);
     if (repo.owner !== user) throw new ForbiddenException(`only ${repo.owner} may administer ${owner}/${name}`);
     return repo;
   }
@@ -89,7 +101,7 @@ export class ReposService {
   }
 
   async delete(owner: string, name: string, user: string): Promise<void> {
-    this.getOwned(owner, name, user);
+    await this.getOwned(owner, name, user);
     this.events.transaction((record) => {
       this.db.prepare('DELETE FROM repos WHERE owner = ? AND name = ?').run(owner, name);
       record({ type: 'repo.deleted', repo: { owner, name }, actor: user, payload: {} });
@@ -97,8 +109,8 @@ export class ReposService {
     await removeRepo(repoPath(this.config.dataDir, owner, name));
   }
 
-  setCollaborator(owner: string, name: string, collaborator: string, user: string, present: boolean): Repo {
-    this.getOwned(owner, name, user);
+  async setCollaborator(owner: string, name: string, collaborator: string, user: string, present: boolean): Promise<Repo> {
+    await this.getOwned(owner, name, user);
     this.events.transaction((record) => {
       const change = present
         ? this.db.prepare('INSERT OR IGNORE INTO collaborators (owner, name, user) VALUES (?, ?, ?)').run(owner, name, collaborator)

@@ -1,0 +1,233 @@
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { Status } from '@nats-io/transport-node';
+import { consoleLogger, RateLimitedLog, type BusLogger, type DeliveredEvent, type EventEnvelope, type FeedSubscription, type ForgeBus } from '../bus/index.js';
+import { InvalidationRules, type InvalidationRule } from './rules.js';
+import { TaggedCache, type TaggedCacheOptions, type TaggedCacheStats } from './tagged-cache.js';
+
+/**
+ * What a node does with its cache while it cannot prove it saw every event:
+ * - `bypass` (default): read the source, do not store;
+ * - `serve-stale`: keep serving cached entries, with a warning in the log and a counter.
+ */
+export type DisconnectedReads = 'bypass' | 'serve-stale';
+
+export type CacheState =
+  /** Every event up to the stream's end has been applied: entries may be served. */
+  | 'live'
+  /** Not connected to NATS: events may be missed. */
+  | 'disconnected'
+  /** Reconnected; replaying what was missed, up to `catchUpTarget`. */
+  | 'catching-up'
+  /** The feed is not running (not started, or stopped). */
+  | 'stopped';
+
+export interface ForgeCacheOptions extends TaggedCacheOptions {
+  disconnectedReads?: DisconnectedReads;
+  /** Extra invalidation rules of the forge, by event type (added to the defaults). */
+  rules?: Record<string, InvalidationRule>;
+  logger?: BusLogger;
+}
+
+export interface ForgeCacheStats extends TaggedCacheStats {
+  state: CacheState;
+  /** Reads that went to the source because the cache could not be trusted. */
+  bypassedReads: number;
+  /** Reads served from the cache while not live (serve-stale mode). */
+  staleReads: number;
+  /** Events applied from the feed. */
+  eventsApplied: number;
+  /** Local changes applied before their event came back through the stream. */
+  localInvalidations: number;
+  /** Flushes caused by a feed gap (events the stream no longer holds). */
+  gapFlushes: number;
+  /** Stream sequence of the newest event applied. */
+  lastAppliedSeq: number;
+  /** ms between the newest applied event's occurredAt and now; null before the first one. */
+  newestAppliedEventAgeMs: number | null;
+}
+
+/**
+ * The node-local cache of a forge: a TaggedCache kept correct by the event feed.
+ *
+ * - Every event of the feed is turned into tags by the rules and invalidated.
+ * - The node that made a change calls `applyLocal(envelope)` right after its commit, so its own
+ *   next read never sees the old value (read-your-writes), without waiting for the round trip.
+ * - While disconnected, and after a reconnect until the feed has replayed up to the stream's end
+ *   as it was at the reconnect, entries are not served (or served with a warning). A gap in the
+ *   feed (the stream dropped events the node had not seen) flushes everything.
+ */
+export class ForgeCache {
+  readonly entries: TaggedCache;
+  readonly rules: InvalidationRules;
+  private readonly disconnectedReads: DisconnectedReads;
+  private readonly logger: BusLogger;
+  private readonly staleLog: RateLimitedLog;
+  private state: Exclude<CacheState, 'stopped'>;
+  private catchUpPoll?: NodeJS.Timeout;
+  private catchUpTarget = 0;
+  private catchUpRetry?: NodeJS.Timeout;
+  private lastAppliedSeq = 0;
+  private newestOccurredAt?: number;
+  private readonly counters = { bypassedReads: 0, staleReads: 0, eventsApplied: 0, localInvalidations: 0, gapFlushes: 0 };
+  private readonly subscriptions: FeedSubscription[] = [];
+
+  constructor(
+    private readonly bus: ForgeBus,
+    options: ForgeCacheOptions = {},
+  ) {
+    this.entries = new TaggedCache(options);
+    this.rules = new InvalidationRules();
+    for (const [type, rule] of Object.entries(options.rules ?? {})) this.rules.add(type, rule);
+    this.disconnectedReads = options.disconnectedReads ?? 'bypass';
+    this.logger = options.logger ?? consoleLogger;
+    this.staleLog = new RateLimitedLog((m) => this.logger.warn(m), 5);
+    this.state = bus.connected ? 'live' : 'disconnected';
+    this.subscriptions.push(
+      bus.on('*', (event) => this.applyEvent(event)),
+      bus.feed.onGap((gap) => {
+        this.counters.gapFlushes++;
+        this.logger.warn(`cache flushed: the feed missed events ${gap.from}..${gap.to} (no longer in the stream)`);
+        this.entries.flush();
+      }),
+      bus.onStatus((status) => this.onStatus(status)),
+    );
+  }
+
+  get cacheState(): CacheState {
+    return this.bus.feed.running ? this.state : 'stopped';
+  }
+
+  /** Whether entries may be served now: only while the feed runs and has seen every event. */
+  get servable(): boolean {
+    return this.state === 'live' && this.bus.feed.running;
+  }
+
+  get stats(): ForgeCacheStats {
+    return {
+      ...this.entries.stats,
+      ...this.counters,
+      state: this.cacheState,
+      lastAppliedSeq: this.lastAppliedSeq,
+      newestAppliedEventAgeMs: this.newestOccurredAt === undefined ? null : Date.now() - this.newestOccurredAt,
+    };
+  }
+
+  /**
+   * The cached value of `key`, or `load()`'s result (stored under `tags` when that is safe).
+   * Works with synchronous and asynchronous loaders alike.
+   */
+  getOrLoad<T>(key: string, tags: readonly string[], load: () => T): T {
+    if (!this.servable) {
+      const stale = this.disconnectedReads === 'serve-stale' && this.bus.feed.running ? this.entries.get(key) : undefined;
+      if (stale !== undefined) {
+        this.counters.staleReads++;
+        this.staleLog.line(`serving possibly stale cache entry ${key} (cache state: ${this.state})`);
+        return unwrap(stale as CachedResult<T>);
+      }
+      this.counters.bypassedReads++;
+      return load();
+    }
+    const cached = this.entries.get(key) as CachedResult<T> | undefined;
+    if (cached !== undefined) return unwrap(cached);
+    const ticket = this.entries.beginFill();
+    const seq = this.lastAppliedSeq;
+    const result = load();
+    if (result instanceof Promise) {
+      return result.then((value: unknown) => {
+        this.store(key, { value, async: true }, tags, ticket, seq);
+        return value;
+      }) as T;
+    }
+    this.store(key, { value: result, async: false }, tags, ticket, seq);
+    return result;
+  }
+
+  /** Applies the invalidation rules of an event this node produced, before it returns. */
+  applyLocal(envelope: EventEnvelope): void {
+    const tags = this.rules.tagsFor(envelope);
+    if (tags.length === 0) return;
+    this.counters.localInvalidations++;
+    this.entries.invalidate(tags);
+  }
+
+  /** Drops every entry with one of `tags` (for changes that have no event). */
+  invalidate(tags: readonly string[]): number {
+    return this.entries.invalidate(tags);
+  }
+
+  close(): void {
+    clearTimeout(this.catchUpRetry);
+    clearInterval(this.catchUpPoll);
+    for (const s of this.subscriptions.splice(0)) s.unsubscribe();
+  }
+
+  private store(key: string, result: CachedResult<unknown>, tags: readonly string[], ticket: number, seq: number): void {
+    // A read that ended after the node lost its connection may have raced with a missed event.
+    if (!this.servable) return;
+    this.entries.set(key, result, tags, ticket, seq);
+  }
+
+  private applyEvent(event: DeliveredEvent): void {
+    this.lastAppliedSeq = event.seq;
+    this.counters.eventsApplied++;
+    const occurredAt = Date.parse(event.envelope.occurredAt);
+    if (this.newestOccurredAt === undefined || occurredAt > this.newestOccurredAt) this.newestOccurredAt = occurredAt;
+    const tags = this.rules.tagsFor(event.envelope);
+    if (tags.length > 0) this.entries.invalidate(tags);
+    if (this.state === 'catching-up' && event.seq >= this.catchUpTarget) this.goLive();
+  }
+
+  private onStatus(status: Status): void {
+    switch (status.type) {
+      case 'disconnect':
+      case 'reconnecting':
+      case 'staleConnection':
+        clearTimeout(this.catchUpRetry);
+        clearInterval(this.catchUpPoll);
+        this.state = 'disconnected';
+        break;
+      case 'reconnect':
+        void this.startCatchUp();
+        break;
+    }
+  }
+
+  /** After a reconnect: serve again once the feed has applied everything up to the stream's end. */
+  private async startCatchUp(): Promise<void> {
+    this.state = 'catching-up';
+    this.catchUpTarget = Number.POSITIVE_INFINITY; // until the stream says where its end is
+    try {
+      const jsm = await jetstreamManager(this.bus.nc);
+      const info = await jsm.streams.info(this.bus.streamName);
+      if (this.state !== 'catching-up') return;
+      this.catchUpTarget = info.state.last_seq;
+      if (this.bus.feed.stats.lastSeq >= this.catchUpTarget) return this.goLive();
+      // Events advance the state in applyEvent; this also covers a stream that ends with
+      // messages the feed drops as malformed (they move the feed, not applyEvent).
+      clearInterval(this.catchUpPoll);
+      this.catchUpPoll = setInterval(() => {
+        if (this.state === 'catching-up' && this.bus.feed.stats.lastSeq >= this.catchUpTarget) this.goLive();
+      }, 50);
+      this.catchUpPoll.unref();
+    } catch (err) {
+      if (this.state !== 'catching-up') return;
+      this.logger.warn(`cache cannot read the stream position after a reconnect (${(err as Error).message}); retrying`);
+      this.catchUpRetry = setTimeout(() => void this.startCatchUp(), 500);
+      this.catchUpRetry.unref();
+    }
+  }
+
+  private goLive(): void {
+    clearInterval(this.catchUpPoll);
+    this.state = 'live';
+    this.logger.log(`cache live again at sequence ${this.lastAppliedSeq}`);
+  }
+}
+
+interface CachedResult<T> {
+  value: T;
+  async: boolean;
+}
+
+/** A cached async result is handed out as a promise again, so callers see one shape. */
+const unwrap = <T>(cached: CachedResult<T>): T => (cached.async ? (Promise.resolve(cached.value) as T) : cached.value);
