@@ -1,0 +1,34 @@
+import { ForgeBusError } from '../bus/index.js';
+
+/** The write was applied by no one: its handler failed for good (or there is no handler). */
+export class WriteFailedError extends ForgeBusError {
+  constructor(
+    readonly writeId: string,
+    readonly operation: string,
+    readonly reason: string,
+    readonly deliveries: number,
+  ) {
+    super('WRITE_FAILED', `repository write ${writeId} (${operation}) failed after ${deliveries} attempt(s): ${reason}`);
+  }
+}
+
+/** No result arrived in time. The write stays queued and may still be applied. */
+export class WriteTimeoutError extends ForgeBusError {
+  constructor(
+    readonly writeId: string,
+    timeoutMs: number,
+  ) {
+    super(
+      'WRITE_TIMEOUT',
+      `no result for repository write ${writeId} within ${timeoutMs} ms; it is still queued and may yet be applied ` +
+        `(look it up by id in the results, or increase the timeout)`,
+    );
+  }
+}
+
+/** The write queue did not accept the write (stream missing, NATS unreachable). */
+export class WriteQueueUnavailableError extends ForgeBusError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super('WRITE_QUEUE_UNAVAILABLE', `the repository write queue did not accept the write: ${detail}`, options);
+  }
+}

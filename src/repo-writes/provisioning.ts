@@ -1,0 +1,60 @@
+import { AckPolicy, DeliverPolicy, jetstreamManager, RetentionPolicy, StorageType, type StreamConfig } from '@nats-io/jetstream';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { ensureStream } from '../bus/index.js';
+import { partitionConsumerName, WRITE_SUBJECT_ROOT, WRITES_STREAM } from './partitions.js';
+
+export interface WriteQueueProvisioning {
+  partitions: number;
+  /** How long a worker may hold a write without a heartbeat before it is redelivered (default 30 s). */
+  ackWaitMs: number;
+  /** Deliveries of one write before it is reported failed (default 5). */
+  maxDeliver: number;
+}
+
+export function writesStreamConfig(): StreamConfig {
+  return {
+    name: WRITES_STREAM,
+    subjects: [`${WRITE_SUBJECT_ROOT}.>`],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    duplicate_window: nanos(2 * 60 * 1000),
+    num_replicas: 1,
+  } as StreamConfig;
+}
+
+/**
+ * FORGE_REPO_WRITES (WorkQueue) and one durable pull consumer per partition with
+ * max_ack_pending = 1: the server then lets exactly one write per partition be in flight in the
+ * whole cluster, which serializes the writes of each repository while partitions run in parallel.
+ */
+export async function ensureWriteQueue(nc: NatsConnection, options: WriteQueueProvisioning): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  await ensureStream(jsm, writesStreamConfig());
+  const wanted = {
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    max_ack_pending: 1,
+    ack_wait: nanos(options.ackWaitMs),
+    max_deliver: options.maxDeliver,
+  };
+  await Promise.all(
+    Array.from({ length: options.partitions }, async (_, partition) => {
+      const name = partitionConsumerName(partition);
+      const config = { ...wanted, durable_name: name, filter_subject: `${WRITE_SUBJECT_ROOT}.${partition}.>` };
+      try {
+        const info = await jsm.consumers.info(WRITES_STREAM, name);
+        const c = info.config;
+        if (c.ack_wait !== config.ack_wait || c.max_deliver !== config.max_deliver || c.max_ack_pending !== 1) {
+          await jsm.consumers.update(WRITES_STREAM, name, { ack_wait: config.ack_wait, max_deliver: config.max_deliver, max_ack_pending: 1 });
+        }
+      } catch {
+        // Missing (or created by another node at the same moment: add is then a no-op).
+        await jsm.consumers.add(WRITES_STREAM, config).catch(async (err: unknown) => {
+          await jsm.consumers.info(WRITES_STREAM, name).catch(() => {
+            throw err;
+          });
+        });
+      }
+    }),
+  );
+}

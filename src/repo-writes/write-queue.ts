@@ -1,0 +1,385 @@
+import { randomUUID } from 'node:crypto';
+import { jetstream, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { createInbox, type Msg, type Subscription } from '@nats-io/transport-node';
+import { consoleLogger, EventPublisher, ForgeBusConfigError, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
+import { WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';
+import { DEFAULT_PARTITIONS, partitionConsumerName, partitionOf, writeSubject, WRITES_STREAM } from './partitions.js';
+import { ensureWriteQueue } from './provisioning.js';
+
+/** What a handler gets for one write. */
+export interface RepoWriteContext<A = unknown> {
+  writeId: string;
+  repo: RepoRef;
+  operation: string;
+  args: A;
+  /** 1 for the first attempt; more after a worker died or a retry. */
+  deliveryCount: number;
+  /** FORGE_REPO_WRITES sequence: the acceptance order (increasing within a repository). */
+  seq: number;
+  /** When the queue accepted the write (ISO). Deterministic handlers build on it (commit dates). */
+  acceptedAt: string;
+  /** Tells the server the write is still being worked on (the queue also does it on a timer). */
+  working(): void;
+}
+
+export type RepoWriteHandler<A = any, R = unknown> = (ctx: RepoWriteContext<A>) => Promise<R> | R;
+
+export interface RepoWriteQueueOptions {
+  /** Partitions (cluster-wide; every node must use the same number). Default 32. */
+  partitions?: number;
+  ackWaitMs?: number;
+  maxDeliver?: number;
+  /** Pause before a failed write is retried (default 250 ms). */
+  retryDelayMs?: number;
+  /** Default time `submit` waits for the result (default 60 s). */
+  timeoutMs?: number;
+  /** How long results are kept for late or repeated lookups (default 15 min). */
+  resultTtlMs?: number;
+  logger?: BusLogger;
+}
+
+export interface SubmitOptions {
+  /** Give an id to make a retried submit idempotent (the queue stores it once). */
+  writeId?: string;
+  timeoutMs?: number;
+}
+
+interface WriteMessage {
+  id: string;
+  repo: RepoRef;
+  operation: string;
+  args: unknown;
+  acceptedAt: string;
+  replyTo: string;
+}
+
+type Outcome = { ok: true; result: unknown } | { ok: false; error: string; deliveries: number };
+
+export interface FailedWrite {
+  writeId: string;
+  repo: RepoRef;
+  operation: string;
+  args: unknown;
+  error: string;
+  deliveries: number;
+  failedAt: string;
+}
+
+export interface PartitionStats {
+  applied: number;
+  failed: number;
+  redelivered: number;
+  inFlight: number;
+  queueWaitMsTotal: number;
+  applyMsTotal: number;
+}
+
+export interface RepoWriteQueueStats {
+  submitted: number;
+  applied: number;
+  failed: number;
+  redelivered: number;
+  inFlight: number;
+  malformed: number;
+  /** Mean ms between acceptance and the start of the (last) attempt. */
+  meanQueueWaitMs: number;
+  /** Mean ms a handler ran. */
+  meanApplyMs: number;
+  partitions: Record<number, PartitionStats>;
+}
+
+const RESULTS_BUCKET = 'FORGE_WRITE_RESULTS';
+const FAILURES_BUCKET = 'FORGE_WRITE_FAILURES';
+const decoder = new TextDecoder();
+
+/**
+ * Per-repository serialized writes through JetStream (see docs/repo-writes.md).
+ *
+ * `submit` publishes the write on its repository's partition subject with the write id as
+ * Nats-Msg-Id and waits for its outcome. Workers (`startWorkers`) pull from every partition's
+ * durable consumer; max_ack_pending = 1 makes the server hand out one write per partition at a
+ * time, cluster-wide. A worker records the outcome in a results bucket before it acks, so a
+ * write redelivered after a crash between the two is answered from the record, not applied again.
+ */
+export class RepoWriteQueue {
+  readonly partitions: number;
+  private readonly ackWaitMs: number;
+  private readonly maxDeliver: number;
+  private readonly retryDelayMs: number;
+  private readonly timeoutMs: number;
+  private readonly resultTtlMs: number;
+  private readonly logger: BusLogger;
+  private readonly errorLog: RateLimitedLog;
+  private readonly handlers = new Map<string, RepoWriteHandler>();
+  private readonly publisher: EventPublisher;
+  private readonly waiting = new Map<string, (outcome: Outcome) => void>();
+  private readonly inbox = createInbox();
+  private inboxSub?: Subscription;
+  private results?: KV;
+  private failures?: KV;
+  private readonly consumers: ConsumerMessages[] = [];
+  private readonly loops: Promise<void>[] = [];
+  private stopping = false;
+  private readonly counters = { submitted: 0, malformed: 0 };
+  private readonly perPartition = new Map<number, PartitionStats>();
+
+  constructor(
+    private readonly bus: ForgeBus,
+    options: RepoWriteQueueOptions = {},
+  ) {
+    this.partitions = options.partitions ?? DEFAULT_PARTITIONS;
+    if (!Number.isInteger(this.partitions) || this.partitions < 1 || this.partitions > 1024) {
+      throw new ForgeBusConfigError(`partitions must be an integer from 1 to 1024, got ${options.partitions}`);
+    }
+    this.ackWaitMs = options.ackWaitMs ?? 30_000;
+    this.maxDeliver = options.maxDeliver ?? 5;
+    this.retryDelayMs = options.retryDelayMs ?? 250;
+    this.timeoutMs = options.timeoutMs ?? 60_000;
+    this.resultTtlMs = options.resultTtlMs ?? 15 * 60_000;
+    this.logger = options.logger ?? consoleLogger;
+    this.errorLog = new RateLimitedLog((m) => this.logger.error(m));
+    this.publisher = new EventPublisher(bus.nc, { stream: WRITES_STREAM });
+  }
+
+  /** Provisions the stream, the partition consumers and the buckets. Call once at start. */
+  async init(): Promise<void> {
+    await ensureWriteQueue(this.bus.nc, { partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver });
+    const kvm = new Kvm(this.bus.nc);
+    this.results = await kvm.create(RESULTS_BUCKET, { ttl: this.resultTtlMs });
+    this.failures = await kvm.create(FAILURES_BUCKET, { history: 1 });
+    this.inboxSub = this.bus.nc.subscribe(`${this.inbox}.*`, {
+      callback: (err, msg) => {
+        if (!err) this.onOutcome(msg);
+      },
+    });
+  }
+
+  /** Registers the handler of an operation (each node that applies writes needs the same set). */
+  handle<A = any, R = unknown>(operation: string, handler: RepoWriteHandler<A, R>): this {
+    if (this.handlers.has(operation)) throw new ForgeBusConfigError(`a handler for repository write "${operation}" is already registered`);
+    this.handlers.set(operation, handler as RepoWriteHandler);
+    return this;
+  }
+
+  /**
+   * Queues a write and resolves with its handler's result; rejects with WriteFailedError,
+   * WriteTimeoutError or WriteQueueUnavailableError. A submitter that goes away does not stop
+   * the write.
+   */
+  async submit<R = unknown>(repo: RepoRef, operation: string, args: unknown, options: SubmitOptions = {}): Promise<R> {
+    if (!this.results) throw new WriteQueueUnavailableError('the queue is not initialised: call init() first');
+    const id = options.writeId ?? randomUUID();
+    const message: WriteMessage = { id, repo, operation, args, acceptedAt: new Date().toISOString(), replyTo: `${this.inbox}.${id}` };
+    const outcome = new Promise<Outcome>((resolve) => this.waiting.set(id, resolve));
+    this.counters.submitted++;
+    try {
+      await this.publisher.publishRaw(writeSubject(repo, this.partitions), id, Buffer.from(JSON.stringify(message)));
+    } catch (err) {
+      this.waiting.delete(id);
+      throw new WriteQueueUnavailableError((err as Error).message, { cause: err });
+    }
+    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    let result = await Promise.race([outcome, timedOut]);
+    clearTimeout(timer);
+    this.waiting.delete(id);
+    // The reply may have been lost (e.g. a reconnect): the recorded outcome is authoritative.
+    if (result === 'timeout') result = (await this.recordedOutcome(id)) ?? 'timeout';
+    if (result === 'timeout') throw new WriteTimeoutError(id, timeoutMs);
+    if (!result.ok) throw new WriteFailedError(id, operation, result.error, result.deliveries);
+    return result.result as R;
+  }
+
+  /** Writes that failed for good, for operators (newest last). */
+  async listFailures(): Promise<FailedWrite[]> {
+    const failures = this.failures!;
+    const list: FailedWrite[] = [];
+    for await (const key of await failures.keys()) {
+      const entry = await failures.get(key);
+      if (entry?.value.length) list.push(entry.json<FailedWrite>());
+    }
+    return list.sort((a, b) => a.failedAt.localeCompare(b.failedAt));
+  }
+
+  /** Starts pulling from every partition; this process then applies writes. */
+  async startWorkers(): Promise<void> {
+    if (this.loops.length > 0) return;
+    const js = jetstream(this.bus.nc);
+    for (let partition = 0; partition < this.partitions; partition++) {
+      const consumer = await js.consumers.get(WRITES_STREAM, partitionConsumerName(partition));
+      // One at a time is all the server hands out anyway (max_ack_pending = 1).
+      const messages = await consumer.consume({ max_messages: 1 });
+      this.consumers.push(messages);
+      this.loops.push(this.work(partition, messages));
+    }
+  }
+
+  get stats(): RepoWriteQueueStats {
+    const partitions = Object.fromEntries(this.perPartition);
+    const all = [...this.perPartition.values()];
+    const sum = (f: (p: PartitionStats) => number) => all.reduce((a, p) => a + f(p), 0);
+    const attempts = sum((p) => p.applied + p.failed + p.redelivered);
+    return {
+      submitted: this.counters.submitted,
+      malformed: this.counters.malformed,
+      applied: sum((p) => p.applied),
+      failed: sum((p) => p.failed),
+      redelivered: sum((p) => p.redelivered),
+      inFlight: sum((p) => p.inFlight),
+      meanQueueWaitMs: attempts ? sum((p) => p.queueWaitMsTotal) / attempts : 0,
+      meanApplyMs: attempts ? sum((p) => p.applyMsTotal) / attempts : 0,
+      partitions,
+    };
+  }
+
+  /** Stops pulling (the write in progress finishes first) and stops waiting for outcomes. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const c of this.consumers.splice(0)) c.stop();
+    await Promise.allSettled(this.loops.splice(0));
+    this.inboxSub?.unsubscribe();
+    this.publisher.close();
+  }
+
+  private partitionStats(partition: number): PartitionStats {
+    let stats = this.perPartition.get(partition);
+    if (!stats) {
+      stats = { applied: 0, failed: 0, redelivered: 0, inFlight: 0, queueWaitMsTotal: 0, applyMsTotal: 0 };
+      this.perPartition.set(partition, stats);
+    }
+    return stats;
+  }
+
+  private async work(partition: number, messages: ConsumerMessages): Promise<void> {
+    try {
+      for await (const msg of messages) {
+        await this.apply(partition, msg);
+        if (this.stopping) break;
+      }
+    } catch (err) {
+      if (!this.stopping) this.logger.error(`write worker of partition ${partition} stopped: ${(err as Error).message}`);
+    }
+  }
+
+  private async apply(partition: number, msg: JsMsg): Promise<void> {
+    let write: WriteMessage;
+    try {
+      write = JSON.parse(decoder.decode(msg.data)) as WriteMessage;
+      if (typeof write.id !== 'string' || typeof write.operation !== 'string' || !write.repo || typeof write.replyTo !== 'string') {
+        throw new Error('missing id, operation, repo or replyTo');
+      }
+    } catch (err) {
+      this.counters.malformed++;
+      this.errorLog.line(`dropped malformed repository write on ${msg.subject}: ${(err as Error).message}`);
+      msg.term();
+      return;
+    }
+    const stats = this.partitionStats(partition);
+    const deliveries = msg.info.deliveryCount;
+    if (deliveries > 1) stats.redelivered++;
+
+    // Already applied (the worker died after recording the outcome, before its ack)?
+    const recorded = await this.recordedOutcome(write.id);
+    if (recorded) {
+      this.reply(write, recorded);
+      msg.ack();
+      return;
+    }
+    const handler = this.handlers.get(write.operation);
+    if (!handler) {
+      stats.failed++;
+      await this.finish(msg, write, { ok: false, error: `no handler for operation "${write.operation}" on this worker`, deliveries });
+      return;
+    }
+    stats.inFlight++;
+    stats.queueWaitMsTotal += Math.max(0, Date.now() - Date.parse(write.acceptedAt));
+    const heartbeat = setInterval(() => msg.working(), Math.max(250, Math.floor(this.ackWaitMs / 3)));
+    const started = performance.now();
+    try {
+      const result = await handler({
+        writeId: write.id,
+        repo: write.repo,
+        operation: write.operation,
+        args: write.args,
+        deliveryCount: deliveries,
+        seq: msg.seq,
+        acceptedAt: write.acceptedAt,
+        working: () => msg.working(),
+      });
+      stats.applyMsTotal += performance.now() - started;
+      stats.applied++;
+      await this.finish(msg, write, { ok: true, result: result ?? null });
+    } catch (err) {
+      stats.applyMsTotal += performance.now() - started;
+      const error = (err as Error)?.message ?? String(err);
+      if (deliveries >= this.maxDeliver) {
+        stats.failed++;
+        await this.finish(msg, write, { ok: false, error, deliveries });
+      } else {
+        this.errorLog.line(`repository write ${write.id} (${write.operation} on ${write.repo.owner}/${write.repo.name}) failed, attempt ${deliveries}/${this.maxDeliver}: ${error}`);
+        msg.nak(this.retryDelayMs);
+      }
+    } finally {
+      clearInterval(heartbeat);
+      stats.inFlight--;
+    }
+  }
+
+  /** Records the outcome (before the ack: that is what makes a redelivery harmless), answers, acks. */
+  private async finish(msg: JsMsg, write: WriteMessage, outcome: Outcome): Promise<void> {
+    try {
+      await this.results!.put(write.id, JSON.stringify(outcome));
+      if (!outcome.ok) {
+        const failure: FailedWrite = {
+          writeId: write.id,
+          repo: write.repo,
+          operation: write.operation,
+          args: write.args,
+          error: outcome.error,
+          deliveries: outcome.deliveries,
+          failedAt: new Date().toISOString(),
+        };
+        await this.failures!.put(write.id, JSON.stringify(failure));
+        this.logger.warn(`repository write ${write.id} (${write.operation} on ${write.repo.owner}/${write.repo.name}) failed for good: ${outcome.error}`);
+      }
+    } catch (err) {
+      // Without the record a redelivery could apply the write twice: let it be redelivered
+      // and rely on the handler's idempotency rather than ack an unrecorded outcome.
+      this.errorLog.line(`cannot record the outcome of write ${write.id}: ${(err as Error).message}`);
+      msg.nak(this.retryDelayMs);
+      return;
+    }
+    this.reply(write, outcome);
+    // A final failure is acked too: it is recorded, and in a WorkQueue stream only an ack
+    // removes the message (a term would leave it stored for ever).
+    msg.ack();
+  }
+
+  private reply(write: WriteMessage, outcome: Outcome): void {
+    try {
+      this.bus.nc.publish(write.replyTo, JSON.stringify(outcome));
+    } catch {
+      // The submitter finds the recorded outcome itself when the reply does not come.
+    }
+  }
+
+  private onOutcome(msg: Msg): void {
+    const id = msg.subject.slice(this.inbox.length + 1);
+    const resolve = this.waiting.get(id);
+    if (!resolve) return;
+    try {
+      resolve(JSON.parse(decoder.decode(msg.data)) as Outcome);
+    } catch {
+      // ignore an unreadable reply; the recorded outcome is looked up on timeout
+    }
+  }
+
+  private async recordedOutcome(id: string): Promise<Outcome | undefined> {
+    const entry = await this.results!.get(id).catch(() => null);
+    return entry && entry.value.length > 0 ? entry.json<Outcome>() : undefined;
+  }
+}
