@@ -2,12 +2,14 @@ import { Module, ValidationPipe } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { APP_GUARD, APP_PIPE } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
-import { ForgeBusModule, ForgeCacheModule } from '../nest/index.js';
+import { ForgeBusModule, ForgeCacheModule, RepoWritesModule } from '../nest/index.js';
 import { AuthGuard } from './auth/auth.guard.js';
 import { FORGE_NODE_CONFIG, loadForgeNodeConfig, type ForgeNodeConfig } from './config.js';
 import { DATABASE, openDatabase, type Db } from './db/database.js';
 import { DbLatency } from './db/latency.js';
 import { CacheController } from './cache/cache.controller.js';
+import { GitController } from './git/git.controller.js';
+import { GitWriteHandlers } from './git/repo-writes.service.js';
 import { HealthController } from './health/health.controller.js';
 import { IssuesController } from './issues/issues.controller.js';
 import { IssuesService } from './issues/issues.service.js';
@@ -15,31 +17,43 @@ import { ForgeEventsService } from './outbox/forge-events.service.js';
 import { ReposController } from './repos/repos.controller.js';
 import { ReposService } from './repos/repos.service.js';
 
-const configProvider = {
+/** Configuration, the bus and the repository write queue: shared by web nodes and workers. */
+export const configProvider = {
   provide: FORGE_NODE_CONFIG,
   inject: [ConfigService],
   useFactory: (config: ConfigService) => config.get<ForgeNodeConfig>('forge'),
 };
 
+export const forgeCoreImports = [
+  ConfigModule.forRoot({
+    isGlobal: true,
+    ignoreEnvFile: true,
+    // Fails start-up with the reason when the environment is unusable.
+    validate: (env) => ({ ...env, forge: loadForgeNodeConfig(env) }),
+  }),
+  ForgeBusModule.forRootAsync({
+    inject: [ConfigService],
+    useFactory: (config: ConfigService) => {
+      const forge = config.get<ForgeNodeConfig>('forge')!;
+      return {
+        nodeId: forge.nodeId,
+        connection: { servers: forge.natsUrl },
+        stream: forge.eventsMaxAgeMs === undefined ? undefined : { maxAgeMs: forge.eventsMaxAgeMs },
+      };
+    },
+  }),
+  RepoWritesModule.forRootAsync({
+    inject: [ConfigService],
+    useFactory: (config: ConfigService) => {
+      const forge = config.get<ForgeNodeConfig>('forge')!;
+      return { partitions: forge.writePartitions, workers: forge.roles.writer };
+    },
+  }),
+];
+
 @Module({
   imports: [
-    ConfigModule.forRoot({
-      isGlobal: true,
-      ignoreEnvFile: true,
-      // Fails start-up with the reason when the environment is unusable.
-      validate: (env) => ({ ...env, forge: loadForgeNodeConfig(env) }),
-    }),
-    ForgeBusModule.forRootAsync({
-      inject: [ConfigService],
-      useFactory: (config: ConfigService) => {
-        const forge = config.get<ForgeNodeConfig>('forge')!;
-        return {
-          nodeId: forge.nodeId,
-          connection: { servers: forge.natsUrl },
-          stream: forge.eventsMaxAgeMs === undefined ? undefined : { maxAgeMs: forge.eventsMaxAgeMs },
-        };
-      },
-    }),
+    ...forgeCoreImports,
     ForgeCacheModule.forRootAsync({
       inject: [ConfigService],
       useFactory: (config: ConfigService) => {
@@ -50,7 +64,7 @@ const configProvider = {
     }),
     TerminusModule,
   ],
-  controllers: [HealthController, CacheController, ReposController, IssuesController],
+  controllers: [HealthController, CacheController, ReposController, IssuesController, GitController],
   providers: [
     configProvider,
     {
@@ -64,6 +78,7 @@ const configProvider = {
       useValue: new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true }),
     },
     DbLatency,
+    GitWriteHandlers,
     ForgeEventsService,
     ReposService,
     IssuesService,

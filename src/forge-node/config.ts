@@ -22,6 +22,10 @@ export interface ForgeNodeConfig {
    * tests). Default 0.
    */
   dbLatencyMs: number;
+  /** FORGE_ROLES: what this process does, of "web" and "writer" (default both). */
+  roles: { web: boolean; writer: boolean };
+  /** FORGE_WRITE_PARTITIONS: partitions of the repository write queue (cluster-wide; default 32). */
+  writePartitions: number;
 }
 
 export class ForgeNodeConfigError extends Error {
@@ -55,6 +59,11 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
   if (disconnectedReads !== 'bypass' && disconnectedReads !== 'serve-stale') {
     throw new ForgeNodeConfigError(`FORGE_CACHE_DISCONNECTED must be "bypass" or "serve-stale", got "${disconnectedReads}"`);
   }
+  const roles = (str('FORGE_ROLES') ?? 'web,writer').split(',').map((r) => r.trim()).filter(Boolean);
+  const unknownRole = roles.find((r) => r !== 'web' && r !== 'writer');
+  if (unknownRole || roles.length === 0) {
+    throw new ForgeNodeConfigError(`FORGE_ROLES must list "web" and/or "writer" (comma-separated), got "${str('FORGE_ROLES')}"`);
+  }
   return {
     port,
     host: str('HOST') ?? '127.0.0.1',
@@ -65,6 +74,8 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     eventsMaxAgeMs: int('FORGE_EVENTS_MAX_AGE_MS', undefined, 1),
     cache: { disconnectedReads, maxEntries: int('FORGE_CACHE_MAX_ENTRIES', 10_000, 0)! },
     dbLatencyMs: int('FORGE_DB_LATENCY_MS', 0, 0)!,
+    roles: { web: roles.includes('web'), writer: roles.includes('writer') },
+    writePartitions: int('FORGE_WRITE_PARTITIONS', 32, 1)!,
   };
 }
 

@@ -34,3 +34,34 @@ export class IssueNumberPipe implements PipeTransform<string, number> {
     return Number(value);
   }
 }
+
+/** Why a branch or tag name is not acceptable (a subset of git check-ref-format), or undefined. */
+export function refNameProblem(name: string): string | undefined {
+  if (name.length === 0 || name.length > 200) return 'must be 1-200 characters';
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) return 'may only contain letters, digits, ".", "_" and "-"';
+  if (name.startsWith('.') || name.startsWith('-')) return 'must not start with "." or "-"';
+  if (name.includes('..')) return 'must not contain ".."';
+  if (name.endsWith('.lock') || name.endsWith('.')) return 'must not end with ".lock" or "."';
+  return undefined;
+}
+
+/** Route-parameter pipe for branch and tag names. */
+export class RefNamePipe implements PipeTransform<string, string> {
+  constructor(private readonly what = 'branch name') {}
+
+  transform(value: string): string {
+    const problem = refNameProblem(value ?? '');
+    if (problem) throw new BadRequestException(`invalid ${this.what} ${JSON.stringify(value)}: ${problem}`);
+    return value;
+  }
+}
+
+/** Why a file path inside a repository is not acceptable, or undefined. */
+export function filePathProblem(path: string): string | undefined {
+  if (path.length === 0 || path.length > 1024) return 'must be 1-1024 characters';
+  if (/[\u0000-\u001f\\]/.test(path)) return 'must not contain control characters or "\\"';
+  const parts = path.split('/');
+  if (parts.some((p) => p === '' || p === '.' || p === '..')) return 'must be relative, without empty, "." or ".." components';
+  if (parts.some((p) => p.toLowerCase() === '.git')) return 'must not contain a ".git" component';
+  return undefined;
+}

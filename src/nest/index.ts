@@ -10,3 +10,5 @@ export * from './transport/forge-bus.server.js';
 export * from './transport/rpc.js';
 export * from './cache/cached.decorator.js';
 export * from './cache/forge-cache.module.js';
+export * from './repo-writes/repo-write-handler.decorator.js';
+export * from './repo-writes/repo-writes.module.js';

@@ -1,5 +1,19 @@
 import { ForgeBusError } from '../bus/index.js';
 
+/**
+ * Thrown by a handler when retrying cannot help (a conflict, a missing branch): the write fails at
+ * once. `status` is an HTTP-like code passed to the submitter (409 conflict, 404, 400).
+ */
+export class PermanentWriteError extends Error {
+  constructor(
+    message: string,
+    readonly status = 409,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
 /** The write was applied by no one: its handler failed for good (or there is no handler). */
 export class WriteFailedError extends ForgeBusError {
   constructor(
@@ -7,6 +21,8 @@ export class WriteFailedError extends ForgeBusError {
     readonly operation: string,
     readonly reason: string,
     readonly deliveries: number,
+    /** The handler's PermanentWriteError status, if it gave one. */
+    readonly status?: number,
   ) {
     super('WRITE_FAILED', `repository write ${writeId} (${operation}) failed after ${deliveries} attempt(s): ${reason}`);
   }

@@ -3,7 +3,7 @@ import { jetstream, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream
 import { Kvm, type KV } from '@nats-io/kv';
 import { createInbox, type Msg, type Subscription } from '@nats-io/transport-node';
 import { consoleLogger, EventPublisher, ForgeBusConfigError, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
-import { WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';
+import { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';
 import { DEFAULT_PARTITIONS, partitionConsumerName, partitionOf, writeSubject, WRITES_STREAM } from './partitions.js';
 import { ensureWriteQueue } from './provisioning.js';
 
@@ -54,7 +54,7 @@ interface WriteMessage {
   replyTo: string;
 }
 
-type Outcome = { ok: true; result: unknown } | { ok: false; error: string; deliveries: number };
+type Outcome = { ok: true; result: unknown } | { ok: false; error: string; deliveries: number; status?: number };
 
 export interface FailedWrite {
   writeId: string;
@@ -190,7 +190,7 @@ export class RepoWriteQueue {
     // The reply may have been lost (e.g. a reconnect): the recorded outcome is authoritative.
     if (result === 'timeout') result = (await this.recordedOutcome(id)) ?? 'timeout';
     if (result === 'timeout') throw new WriteTimeoutError(id, timeoutMs);
-    if (!result.ok) throw new WriteFailedError(id, operation, result.error, result.deliveries);
+    if (!result.ok) throw new WriteFailedError(id, operation, result.error, result.deliveries, result.status);
     return result.result as R;
   }
 
@@ -316,9 +316,10 @@ export class RepoWriteQueue {
     } catch (err) {
       stats.applyMsTotal += performance.now() - started;
       const error = (err as Error)?.message ?? String(err);
-      if (deliveries >= this.maxDeliver) {
+      const permanent = err instanceof PermanentWriteError;
+      if (permanent || deliveries >= this.maxDeliver) {
         stats.failed++;
-        await this.finish(msg, write, { ok: false, error, deliveries });
+        await this.finish(msg, write, { ok: false, error, deliveries, status: permanent ? err.status : undefined });
       } else {
         this.errorLog.line(`repository write ${write.id} (${write.operation} on ${write.repo.owner}/${write.repo.name}) failed, attempt ${deliveries}/${this.maxDeliver}: ${error}`);
         msg.nak(this.retryDelayMs);
@@ -333,7 +334,9 @@ export class RepoWriteQueue {
   private async finish(msg: JsMsg, write: WriteMessage, outcome: Outcome): Promise<void> {
     try {
       await this.results!.put(write.id, JSON.stringify(outcome));
-      if (!outcome.ok) {
+      // Permanent failures (conflicts, bad requests) are the submitter's business; the others
+      // (a handler that keeps failing, no handler) are recorded for operators.
+      if (!outcome.ok && outcome.status === undefined) {
         const failure: FailedWrite = {
           writeId: write.id,
           repo: write.repo,

@@ -5,7 +5,7 @@ import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
 import { DATABASE, type Db } from '../db/database.js';
 import { DbLatency } from '../db/latency.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';
-import { initBareRepo, removeRepo, repoPath } from './git.js';
+import { initBareRepo, removeRepo, repoPath } from '../git/bare-repos.js';
 
 export interface Repo {
   owner: string;

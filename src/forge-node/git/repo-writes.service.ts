@@ -1,0 +1,98 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { existsSync } from 'node:fs';
+import { ForgeBus, type EventInput } from '../../bus/index.js';
+import { RepoWriteHandler } from '../../nest/index.js';
+import { PermanentWriteError, type RepoWriteContext } from '../../repo-writes/index.js';
+import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
+import { repoPath } from './bare-repos.js';
+import { commitFile, createRef, deleteRef, resolveRef, type CommitResult } from './git-writes.js';
+
+export interface CommitArgs {
+  branch: string;
+  path: string;
+  content: string;
+  message: string;
+  author: string;
+}
+
+export interface RefArgs {
+  name: string;
+  /** Target sha (creation only). */
+  sha?: string;
+  author: string;
+}
+
+const ZERO = '0'.repeat(40);
+
+/**
+ * The git write operations of the example forge, applied by whichever node (or worker process)
+ * pulls the write from the queue. After applying, each publishes its event with an id derived
+ * from the write id, so a redelivered write publishes it once.
+ */
+@Injectable()
+export class GitWriteHandlers {
+  constructor(
+    @Inject(FORGE_NODE_CONFIG) private readonly config: ForgeNodeConfig,
+    private readonly bus: ForgeBus,
+  ) {}
+
+  private repoDir(ctx: RepoWriteContext): string {
+    const dir = repoPath(this.config.dataDir, ctx.repo.owner, ctx.repo.name);
+    if (!existsSync(dir)) throw new PermanentWriteError(`repository ${ctx.repo.owner}/${ctx.repo.name} does not exist (deleted?)`, 404);
+    return dir;
+  }
+
+  private async publish(ctx: RepoWriteContext, input: Omit<EventInput, 'id' | 'repo'>): Promise<void> {
+    await this.bus.publish({ ...input, repo: ctx.repo, id: `${ctx.writeId}.${input.type}` } as EventInput);
+  }
+
+  @RepoWriteHandler('commit')
+  async commit(ctx: RepoWriteContext<CommitArgs>): Promise<{ sha: string; parent: string | null }> {
+    const result: CommitResult = await commitFile(this.repoDir(ctx), {
+      writeId: ctx.writeId,
+      branch: ctx.args.branch,
+      path: ctx.args.path,
+      content: ctx.args.content,
+      message: ctx.args.message,
+      author: ctx.args.author,
+      date: ctx.acceptedAt,
+    });
+    const ref = `refs/heads/${ctx.args.branch}`;
+    await this.publish(ctx, { type: 'repo.pushed', actor: ctx.args.author, payload: { ref, before: result.parent ?? ZERO, after: result.sha, commitCount: 1 } });
+    if (!result.parent) await this.publish(ctx, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha: result.sha } });
+    return { sha: result.sha, parent: result.parent };
+  }
+
+  @RepoWriteHandler('branch.create')
+  async createBranch(ctx: RepoWriteContext<RefArgs>): Promise<{ sha: string }> {
+    return this.createRefWrite(ctx, `refs/heads/${ctx.args.name}`);
+  }
+
+  @RepoWriteHandler('tag.create')
+  async createTag(ctx: RepoWriteContext<RefArgs>): Promise<{ sha: string }> {
+    return this.createRefWrite(ctx, `refs/tags/${ctx.args.name}`);
+  }
+
+  @RepoWriteHandler('branch.delete')
+  async deleteBranch(ctx: RepoWriteContext<RefArgs>): Promise<{ sha: string | null }> {
+    const ref = `refs/heads/${ctx.args.name}`;
+    const dir = this.repoDir(ctx);
+    const result = await deleteRef(dir, ref);
+    if (!result.alreadyApplied && result.sha) {
+      await this.publish(ctx, { type: 'ref.deleted', actor: ctx.args.author, payload: { ref, sha: result.sha } });
+    } else if (ctx.deliveryCount === 1) {
+      throw new PermanentWriteError(`branch ${ctx.args.name} does not exist`, 404);
+    }
+    return { sha: result.sha };
+  }
+
+  private async createRefWrite(ctx: RepoWriteContext<RefArgs>, ref: string): Promise<{ sha: string }> {
+    const dir = this.repoDir(ctx);
+    const sha = ctx.args.sha ? await resolveRef(dir, ctx.args.sha) : undefined;
+    if (!sha) throw new PermanentWriteError(`${ctx.args.sha ?? '(no target)'} is not a commit of ${ctx.repo.owner}/${ctx.repo.name}`, 404);
+    const result = await createRef(dir, ref, sha);
+    // On a redelivery the event may have gone out already: its id makes the re-publish a no-op.
+    await this.publish(ctx, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha } });
+    return { sha: result.sha };
+  }
+}
