@@ -46,7 +46,7 @@ export const forgeCoreImports = [
     inject: [ConfigService],
     useFactory: (config: ConfigService) => {
       const forge = config.get<ForgeNodeConfig>('forge')!;
-      return { partitions: forge.writePartitions, workers: forge.roles.writer };
+      return { partitions: forge.writePartitions, ackWaitMs: forge.writeAckWaitMs, workers: forge.roles.writer };
     },
   }),
 ];

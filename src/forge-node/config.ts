@@ -26,6 +26,8 @@ export interface ForgeNodeConfig {
   roles: { web: boolean; writer: boolean };
   /** FORGE_WRITE_PARTITIONS: partitions of the repository write queue (cluster-wide; default 32). */
   writePartitions: number;
+  /** FORGE_WRITE_ACK_WAIT_MS: how long a dead worker's write waits before redelivery (default 30 s). */
+  writeAckWaitMs: number;
 }
 
 export class ForgeNodeConfigError extends Error {
@@ -76,6 +78,7 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     dbLatencyMs: int('FORGE_DB_LATENCY_MS', 0, 0)!,
     roles: { web: roles.includes('web'), writer: roles.includes('writer') },
     writePartitions: int('FORGE_WRITE_PARTITIONS', 32, 1)!,
+    writeAckWaitMs: int('FORGE_WRITE_ACK_WAIT_MS', 30_000, 1_000)!,
   };
 }
 

@@ -173,19 +173,29 @@ export class RepoWriteQueue {
     const message: WriteMessage = { id, repo, operation, args, acceptedAt: new Date().toISOString(), replyTo: `${this.inbox}.${id}` };
     const outcome = new Promise<Outcome>((resolve) => this.waiting.set(id, resolve));
     this.counters.submitted++;
+    let duplicate: boolean;
     try {
-      await this.publisher.publishRaw(writeSubject(repo, this.partitions), id, Buffer.from(JSON.stringify(message)));
+      ({ duplicate } = await this.publisher.publishRaw(writeSubject(repo, this.partitions), id, Buffer.from(JSON.stringify(message))));
     } catch (err) {
       this.waiting.delete(id);
       throw new WriteQueueUnavailableError((err as Error).message, { cause: err });
     }
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     let timer: NodeJS.Timeout | undefined;
+    let poll: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
-    let result = await Promise.race([outcome, timedOut]);
+    // A repeated submit of a write id the queue already holds: its outcome goes to the first
+    // submitter, so this one watches the recorded outcome instead.
+    const recorded = duplicate
+      ? new Promise<Outcome>((resolve) => {
+          poll = setInterval(() => void this.recordedOutcome(id).then((o) => o && resolve(o)), 100);
+        })
+      : new Promise<never>(() => undefined);
+    let result = await Promise.race([outcome, timedOut, recorded]);
     clearTimeout(timer);
+    clearInterval(poll);
     this.waiting.delete(id);
     // The reply may have been lost (e.g. a reconnect): the recorded outcome is authoritative.
     if (result === 'timeout') result = (await this.recordedOutcome(id)) ?? 'timeout';
