@@ -21,7 +21,10 @@ export interface EventStreamOptions {
   maxAgeMs?: number;
   /** Size bound in bytes (default 1 GiB; -1 = unlimited). */
   maxBytes?: number;
-  /** Window in which a repeated Nats-Msg-Id is stored once (default 2 minutes). */
+  /**
+   * Window in which a repeated Nats-Msg-Id is stored once (default 2 minutes, or `maxAgeMs` when
+   * that is shorter: NATS refuses a duplicate window longer than the max age).
+   */
   duplicateWindowMs?: number;
   /** Replicas in a clustered JetStream (default 1). */
   replicas?: number;
@@ -40,6 +43,7 @@ export const EVENT_STREAM_DEFAULTS: Required<EventStreamOptions> = {
 
 export function eventStreamConfig(options: EventStreamOptions = {}): StreamConfig {
   const o = { ...EVENT_STREAM_DEFAULTS, ...options };
+  if (options.duplicateWindowMs === undefined && o.maxAgeMs > 0) o.duplicateWindowMs = Math.min(o.duplicateWindowMs, o.maxAgeMs);
   return {
     name: o.name,
     subjects: [...EVENT_STREAM_SUBJECTS],

@@ -67,6 +67,8 @@ export class ForgeCache {
   private catchUpTarget = 0;
   private catchUpRetry?: NodeJS.Timeout;
   private lastAppliedSeq = 0;
+  /** Stream sequence up to which lost events were already answered with a flush. */
+  private flushedThroughSeq = 0;
   private newestOccurredAt?: number;
   private readonly counters = { bypassedReads: 0, staleReads: 0, eventsApplied: 0, localInvalidations: 0, gapFlushes: 0 };
   private readonly subscriptions: FeedSubscription[] = [];
@@ -85,6 +87,8 @@ export class ForgeCache {
     this.subscriptions.push(
       bus.on('*', (event) => this.applyEvent(event)),
       bus.feed.onGap((gap) => {
+        // Already flushed for these when the reconnect found them gone (see flushIfTailLost).
+        if (gap.to <= this.flushedThroughSeq) return;
         this.counters.gapFlushes++;
         this.logger.warn(`cache flushed: the feed missed events ${gap.from}..${gap.to} (no longer in the stream)`);
         this.entries.flush();
@@ -197,16 +201,25 @@ export class ForgeCache {
     this.state = 'catching-up';
     this.catchUpTarget = Number.POSITIVE_INFINITY; // until the stream says where its end is
     try {
-      const jsm = await jetstreamManager(this.bus.nc);
-      const info = await jsm.streams.info(this.bus.streamName);
+      const stream = await this.streamState();
       if (this.state !== 'catching-up') return;
-      this.catchUpTarget = info.state.last_seq;
+      this.catchUpTarget = stream.last_seq;
       if (this.bus.feed.stats.lastSeq >= this.catchUpTarget) return this.goLive();
+      if (this.flushIfTailLost(stream)) return;
       // Events advance the state in applyEvent; this also covers a stream that ends with
       // messages the feed drops as malformed (they move the feed, not applyEvent).
       clearInterval(this.catchUpPoll);
+      let ticks = 0;
       this.catchUpPoll = setInterval(() => {
-        if (this.state === 'catching-up' && this.bus.feed.stats.lastSeq >= this.catchUpTarget) this.goLive();
+        if (this.state !== 'catching-up') return;
+        if (this.bus.feed.stats.lastSeq >= this.catchUpTarget) return this.goLive();
+        // What the feed still had to read may have expired since the reconnect.
+        if (++ticks % 20 === 0) {
+          this.streamState().then(
+            (s) => void (this.state === 'catching-up' && this.flushIfTailLost(s)),
+            () => undefined,
+          );
+        }
       }, 50);
       this.catchUpPoll.unref();
     } catch (err) {
@@ -215,6 +228,27 @@ export class ForgeCache {
       this.catchUpRetry = setTimeout(() => void this.startCatchUp(), 500);
       this.catchUpRetry.unref();
     }
+  }
+
+  private async streamState(): Promise<{ messages: number; last_seq: number }> {
+    const jsm = await jetstreamManager(this.bus.nc);
+    return (await jsm.streams.info(this.bus.streamName)).state;
+  }
+
+  /**
+   * The stream is empty but its end is beyond what the feed has seen: every event the node
+   * missed is gone (retention ran out during the outage). The feed would notice only at the next
+   * event, which a quiet cluster may not send for a long time; flush now and serve again.
+   */
+  private flushIfTailLost(stream: { messages: number; last_seq: number }): boolean {
+    const seen = this.bus.feed.stats.lastSeq;
+    if (stream.messages > 0 || stream.last_seq <= seen) return false;
+    this.counters.gapFlushes++;
+    this.flushedThroughSeq = stream.last_seq;
+    this.logger.warn(`cache flushed: the feed missed events ${seen + 1}..${stream.last_seq} (no longer in the stream)`);
+    this.entries.flush();
+    this.goLive();
+    return true;
   }
 
   private goLive(): void {

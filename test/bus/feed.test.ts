@@ -11,7 +11,8 @@ import {
   type ForgeBusOptions,
 } from '../../src/bus/index.js';
 import { eventually, startTestNats, type TestNats } from '../support/nats.js';
-import { MemoryLogger, sleep, TcpProxy } from './helpers.js';
+import { TcpProxy } from '../support/tcp-proxy.js';
+import { MemoryLogger, sleep } from './helpers.js';
 
 const web = { owner: 'acme', name: 'web' };
 const dotted = { owner: 'acme', name: 'my.repo' };

@@ -19,7 +19,14 @@ export interface TestForgeNode {
 }
 
 /** Starts `dist/src/forge-node/main.js` as a real process on a free loopback port. */
-export async function startForgeNode(options: { id: string; natsUrl: string; dataDir: string; secret?: string }): Promise<TestForgeNode> {
+export async function startForgeNode(options: {
+  id: string;
+  natsUrl: string;
+  dataDir: string;
+  secret?: string;
+  /** Extra environment variables (e.g. FORGE_DB_LATENCY_MS); they override the defaults above. */
+  env?: Record<string, string>;
+}): Promise<TestForgeNode> {
   const child = spawn(process.execPath, [NODE_MAIN], {
     env: {
       ...process.env,
@@ -30,6 +37,7 @@ export async function startForgeNode(options: { id: string; natsUrl: string; dat
       FORGE_DATA_DIR: options.dataDir,
       FORGE_SECRET: options.secret ?? TEST_SECRET,
       NO_COLOR: '1',
+      ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
