@@ -42,18 +42,21 @@ export function parseServers(servers: string | string[] | undefined): string[] {
 }
 
 /**
- * Exponential reconnect backoff with jitter. nats.js calls the handler once per attempt over
- * the whole server list; the counter resets on a successful reconnect (see connectBus).
+ * Reconnect delay that grows with the length of the outage: short blips reconnect at once,
+ * long outages are polled at most every `maxMs`. It depends on time, not on a call count,
+ * because nats.js asks for a delay more than once per reconnect cycle.
  */
 export function reconnectBackoff(initialMs: number, maxMs: number): { next: () => number; reset: () => void } {
-  let attempt = 0;
+  let outageStart: number | undefined;
   return {
     next: () => {
-      const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt++, 16));
+      const now = Date.now();
+      outageStart ??= now;
+      const base = Math.min(maxMs, Math.max(initialMs, (now - outageStart) / 4));
       return Math.round(base / 2 + Math.random() * (base / 2));
     },
     reset: () => {
-      attempt = 0;
+      outageStart = undefined;
     },
   };
 }
