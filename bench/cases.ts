@@ -24,6 +24,7 @@ import {
   withTimeout,
 } from './common.js';
 import { pipelinedPublish } from './raw-pipeline.js';
+import type { Report } from './report.js';
 
 export interface BenchContext {
   url: string;
@@ -41,6 +42,12 @@ export interface BenchContext {
   consumerBuffer: number;
   /** For the CPU columns (read from /proc). */
   serverPid?: number;
+  /** Case inv: requested publish rates (events/s), seconds per run, runs per rate. */
+  inv: { rates: number[]; seconds: number; runs: number };
+  /** Case read: seconds per measurement, concurrent keep-alive connections, DB latencies (ms). */
+  read: { seconds: number; connections: number; dbLatencies: number[] };
+  /** Where the inv and read cases put their tables. */
+  reports: Report[];
 }
 
 /** One row of the results table. */

@@ -1,6 +1,16 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { cpuMeter, now, ratePerSecond, TimeoutError, withTimeout, type CpuShare, type FromChild, type ToChild } from './common.js';
+import {
+  cpuMeter,
+  now,
+  ratePerSecond,
+  TimeoutError,
+  withTimeout,
+  type AnyMessage,
+  type CpuShare,
+  type FromChild,
+  type ToChild,
+} from './common.js';
 
 const live = new Set<ChildProcess>();
 let exitHook = false;
@@ -8,6 +18,19 @@ let exitHook = false;
 /** SIGKILLs every child still running; synchronous, safe in an 'exit' handler. */
 export function killAllChildrenNow(): void {
   for (const child of live) child.kill('SIGKILL');
+}
+
+/**
+ * Registers a process the bench started (forked or spawned) so that `killAllChildrenNow` and the
+ * bench's exit hook kill it if it is still running; forgotten once it exited.
+ */
+export function trackChild(child: ChildProcess): void {
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', killAllChildrenNow);
+  }
 }
 
 export interface Round {
@@ -29,7 +52,7 @@ export interface Round {
  * arm its counter for n events, then wait for the n-th handler call.
  */
 export class BenchChild {
-  private readonly waiters: { match: (m: FromChild) => boolean; resolve: (m: FromChild) => void }[] = [];
+  private readonly waiters: { match: (m: AnyMessage) => boolean; resolve: (m: AnyMessage) => void }[] = [];
   private exited: Promise<void>;
   private exitInfo?: string;
 
@@ -47,21 +70,23 @@ export class BenchChild {
     // EPIPE and the like once the child is gone: its exit is what the waiters react to.
     child.on('error', () => undefined);
     child.on('message', (raw) => {
-      const m = raw as FromChild;
+      const m = raw as AnyMessage;
       const i = this.waiters.findIndex((w) => w.match(m));
       if (i >= 0) this.waiters.splice(i, 1)[0]!.resolve(m);
     });
   }
 
-  static async start(script: string, url: string, readyTimeoutMs = 30_000): Promise<BenchChild> {
+  static async start(script: string, url: string, readyTimeoutMs = 30_000, extraArgs: string[] = []): Promise<BenchChild> {
     const path = fileURLToPath(new URL(script, import.meta.url));
-    const child = fork(path, [url], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    live.add(child);
-    if (!exitHook) {
-      exitHook = true;
-      process.once('exit', killAllChildrenNow);
-    }
-    const bc = new BenchChild(script, child);
+    // FORGEBUS_BENCH_CHILD_NODE_OPTIONS: extra Node flags for the children (diagnostics, e.g.
+    // "--cpu-prof --cpu-prof-dir=/tmp/prof"); --expose-gc lets a child collect garbage between runs.
+    const extra = (process.env.FORGEBUS_BENCH_CHILD_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean);
+    const child = fork(path, [url, ...extraArgs], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      execArgv: [...process.execArgv, '--expose-gc', ...extra],
+    });
+    trackChild(child);
+    const bc = new BenchChild(extraArgs.length ? `${script} ${extraArgs.join(' ')}` : script, child);
     try {
       await bc.next((m) => m.type === 'ready', readyTimeoutMs, 'child start');
     } catch (err) {
@@ -75,13 +100,33 @@ export class BenchChild {
     return this.child.pid;
   }
 
-  private send(m: ToChild): void {
+  private send(m: ToChild | AnyMessage): void {
     if (this.child.connected) this.child.send(m, () => undefined);
   }
 
-  private next(match: (m: FromChild) => boolean, timeoutMs: number, what: string): Promise<FromChild> {
+  /** Sends `message` (any protocol of a bench child) without waiting for an answer. */
+  post(message: AnyMessage): void {
+    this.send(message);
+  }
+
+  /**
+   * The next message of type `type` (optionally also matching `match`), within `timeoutMs`;
+   * rejects if the child exits first. Register it before doing what makes the child send it.
+   */
+  expectMessage<T extends AnyMessage>(type: string, timeoutMs: number, what: string, match?: (m: T) => boolean): Promise<T> {
+    return this.next((m) => m.type === type && (!match || match(m as T)), timeoutMs, what) as Promise<T>;
+  }
+
+  /** Sends `message` and waits for the child's answer of type `answer`. */
+  ask<T extends AnyMessage>(message: AnyMessage, answer: string, timeoutMs: number): Promise<T> {
+    const reply = this.expectMessage<T>(answer, timeoutMs, `${message.type} -> ${answer}`);
+    this.send(message);
+    return reply;
+  }
+
+  private next(match: (m: AnyMessage) => boolean, timeoutMs: number, what: string): Promise<AnyMessage> {
     let waiter: (typeof this.waiters)[number];
-    const got = new Promise<FromChild>((resolve) => {
+    const got = new Promise<AnyMessage>((resolve) => {
       waiter = { match, resolve };
       this.waiters.push(waiter);
     });
@@ -100,8 +145,8 @@ export class BenchChild {
    */
   async round(n: number, send: () => Promise<void>, timeoutMs: number, serverPid?: number): Promise<Round> {
     this.send({ type: 'expect', n });
-    await this.next((m) => m.type === 'armed' && m.n === n, 10_000, 'arm');
-    const done = this.next((m) => m.type === 'done' && m.n === n, timeoutMs, `${n} events`);
+    await this.next((m) => m.type === 'armed' && (m as FromChild & { n: number }).n === n, 10_000, 'arm');
+    const done = this.next((m) => m.type === 'done' && (m as FromChild & { n: number }).n === n, timeoutMs, `${n} events`);
     done.catch(() => undefined);
     const meter = cpuMeter(serverPid);
     const t0 = now();

@@ -162,6 +162,9 @@ export const log = (message: string): void => {
 
 // ---- parent <-> child protocol (over the fork IPC channel) -------------------------------------
 
+/** Any message on a child's IPC channel (each kind of child has its own set of types). */
+export type AnyMessage = { type: string; [field: string]: unknown };
+
 /** Parent → child. */
 export type ToChild =
   | { type: 'expect'; n: number } // reset the counter; report `done` once n events arrived
@@ -238,8 +241,17 @@ export function childMain(counter: ChildCounter, stop: () => Promise<void>): voi
   process.on('SIGINT', exit);
 }
 
-export function sendToParent(m: FromChild): void {
+export function sendToParent(m: FromChild | AnyMessage): void {
   if (process.send && process.connected) process.send(m);
+}
+
+/**
+ * Nearest-rank percentile (p in 0..1) of values sorted ascending; NaN for none.
+ */
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil(p * sorted.length)));
+  return sorted[rank - 1]!;
 }
 
 export function childArgs(): { url: string } {

@@ -6,17 +6,30 @@
  *   c  ForgeBus.publish acked                                        (target >= 3x b.pub)
  *   d  ForgeBus.publish -> bus.on handler in another process         (target >= 1.5x e)
  *   e  NestJS ClientProxy.emit -> @EventPattern handler in another process (Transport.NATS)
+ * and, for the cache (src/cache):
+ *   inv   invalidation convergence: publisher's ack -> entry gone on all of 3 cache nodes
+ *         (p50/p99/max at 1,000 and 10,000 events/s; goal p99 <= 5 ms at 1,000/s)
+ *   read  GET of one issue on a forge node process, cached vs uncached, requests/s and ratio
  *
- * Flags: --events N (per run, default 100000)  --runs R (default 3)  --only a,c,...
- *        --window W (publishes in flight, default 4096)  --json (print JSON instead of the table)
+ * Flags: see usage() below.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNatsServer, type RunningNatsServer } from '../src/ops/nats-server.js';
-import { CASES, type BenchContext, type Row } from './cases.js';
+import { caseInvalidation } from './case-invalidation.js';
+import { caseCachedReads } from './case-read.js';
+import { CASES as RATE_CASES, type BenchContext, type Row } from './cases.js';
+import { printReport, type Report } from './report.js';
 import { killAllChildrenNow } from './children.js';
 import { ENVELOPE_BYTES, ENVELOPE_JSON, log, median } from './common.js';
+
+/** Every case, in the order they run: the rate cases of cases.ts, then the cache cases. */
+const CASES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
+  ...RATE_CASES,
+  inv: caseInvalidation,
+  read: caseCachedReads,
+};
 
 interface Options {
   events: number;
@@ -25,23 +38,50 @@ interface Options {
   window: number;
   jsWindow: number;
   json: boolean;
+  invRates: number[];
+  invSeconds: number;
+  invRuns: number;
+  readSeconds: number;
+  connections: number;
+  readDbLatencies: number[];
 }
 
 function usage(exitCode: number): never {
-  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,c0,d0] [--window W] [--js-window W] [--json]
+  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,c0,d0,inv,read] [--window W] [--js-window W] [--json]
+                             [--inv-rates R1,R2] [--inv-seconds S] [--inv-runs R] [--read-seconds S] [--connections N] [--read-db-latency L1,L2]
   --events N     events per measured run (default 100000)
   --runs R       measured runs per case after one warm-up run; the table shows the median (default 5)
   --only LIST    run only these cases: a core NATS, b raw JetStream, c SDK publish, d SDK end to end,
-                 e NestJS transport, c0/d0 diagnostic floors for c/d written directly on nats.js
+                 e NestJS transport, c0/d0 diagnostic floors for c/d written directly on nats.js,
+                 inv cache invalidation convergence on 3 nodes, read cached vs uncached issue reads over HTTP
   --window W     SDK publishes kept in flight by the bench in c, d, c0, d0 (default 4096, the SDK's maxInFlight)
   --js-window W  js.publish calls kept in flight in b (default 256, its best setting here: 64..4096 tried)
+  --inv-rates L  inv: publish rates in events/s (default 1000,10000)
+  --inv-seconds S  inv: seconds per run (default 5)
+  --inv-runs R   inv: runs per rate, after a 1 s warm-up (default 3)
+  --read-seconds S  read: seconds per measurement (4 per configuration, in turns), after a 2 s warm-up (default 2)
+  --connections N   read: concurrent keep-alive connections (default 32)
+  --read-db-latency L  read: FORGE_DB_LATENCY_MS values, a cached and an uncached row each (default 0,2)
   --json         print the results as JSON instead of the table`;
   (exitCode === 0 ? console.log : console.error)(text);
   process.exit(exitCode);
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { events: 100_000, runs: 5, only: Object.keys(CASES), window: 4096, jsWindow: 256, json: false };
+  const o: Options = {
+    events: 100_000,
+    runs: 5,
+    only: Object.keys(CASES),
+    window: 4096,
+    jsWindow: 256,
+    json: false,
+    invRates: [1_000, 10_000],
+    invSeconds: 5,
+    invRuns: 3,
+    readSeconds: 2,
+    connections: 32,
+    readDbLatencies: [0, 2],
+  };
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) {
@@ -49,6 +89,14 @@ function parseArgs(argv: string[]): Options {
       usage(2);
     }
     return n;
+  };
+  const ints = (flag: string, v: string | undefined, min: number): number[] => {
+    const list = (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+    if (list.length === 0) {
+      console.error(`${flag} needs a comma-separated list of integers >= ${min}`);
+      usage(2);
+    }
+    return list.map((x) => int(flag, x, min));
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -80,6 +128,24 @@ function parseArgs(argv: string[]): Options {
       }
       case '--json':
         o.json = true;
+        break;
+      case '--inv-rates':
+        o.invRates = ints(flag, value(), 1);
+        break;
+      case '--inv-seconds':
+        o.invSeconds = int(flag, value(), 1);
+        break;
+      case '--inv-runs':
+        o.invRuns = int(flag, value(), 1);
+        break;
+      case '--read-seconds':
+        o.readSeconds = int(flag, value(), 1);
+        break;
+      case '--connections':
+        o.connections = int(flag, value(), 1);
+        break;
+      case '--read-db-latency':
+        o.readDbLatencies = ints(flag, value(), 0);
         break;
       case '--help':
       case '-h':
@@ -176,6 +242,14 @@ function results(rows: Row[]): Result[] {
 
 const num = (v: number | null): string => (v === null ? '-' : Math.round(v).toLocaleString('en-US'));
 
+function printEnvironment(environment: Record<string, unknown>, extra?: string): void {
+  console.log('');
+  console.log(
+    `forgebus bench: ${environment.cpus} cores (${environment.cpuModel}), node ${environment.node}, nats-server ${environment.natsServer}` +
+      (extra ? `; ${extra}` : ''),
+  );
+}
+
 function printTable(rs: Result[], o: Options, environment: Record<string, unknown>): void {
   const header = ['case', 'what', 'events x runs', 'events/s (median)', 'min .. max', 'ratio', 'target'];
   const lines = rs.map((r) => [
@@ -189,11 +263,7 @@ function printTable(rs: Result[], o: Options, environment: Record<string, unknow
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const fmt = (cells: string[]): string => `| ${cells.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
-  console.log('');
-  console.log(
-    `forgebus bench: ${environment.cpus} cores (${environment.cpuModel}), node ${environment.node}, nats-server ${environment.natsServer}; ` +
-      `event document ${environment.eventBytes} bytes; warm-up ${environment.warmup} events, then ${o.runs} measured runs per case`,
-  );
+  printEnvironment(environment, `event document ${environment.eventBytes} bytes; warm-up ${environment.warmup} events, then ${o.runs} measured runs per case`);
   console.log(fmt(header));
   console.log(`|${widths.map((w, i) => (i >= 2 && i <= 4 ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`);
   for (const l of lines) console.log(fmt(l));
@@ -284,6 +354,9 @@ async function main(): Promise<number> {
       jsWindow: o.jsWindow,
       consumerBuffer: 1024,
       serverPid: server.process.pid,
+      inv: { rates: o.invRates, seconds: o.invSeconds, runs: o.invRuns },
+      read: { seconds: o.readSeconds, connections: o.connections, dbLatencies: o.readDbLatencies },
+      reports: [],
     };
     const rows: Row[] = [];
     const started = Date.now();
@@ -302,13 +375,22 @@ async function main(): Promise<number> {
       seconds: Math.round((Date.now() - started) / 100) / 10,
     };
     const rs = results(rows);
+    const reports: Report[] = ctx.reports;
     if (o.json) {
-      console.log(JSON.stringify({ environment, options: o, event: JSON.parse(ENVELOPE_JSON), results: rs }, null, 2));
+      console.log(
+        JSON.stringify(
+          { environment, options: o, event: JSON.parse(ENVELOPE_JSON), results: rs, cache: Object.fromEntries(reports.map((r) => [r.id, r.data])) },
+          null,
+          2,
+        ),
+      );
     } else {
-      printTable(rs, o, environment);
+      if (rs.length > 0) printTable(rs, o, environment);
+      else printEnvironment(environment);
+      for (const r of reports) printReport(r);
       console.log(`(cases ran in ${environment.seconds} s)`);
     }
-    return rs.some((r) => r.incomplete.length > 0) ? 1 : 0;
+    return rs.some((r) => r.incomplete.length > 0) || reports.some((r) => r.incomplete.length > 0) ? 1 : 0;
   } finally {
     await cleanup();
   }
