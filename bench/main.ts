@@ -10,6 +10,8 @@
  *   inv   invalidation convergence: publisher's ack -> entry gone on all of 3 cache nodes
  *         (p50/p99/max at 1,000 and 10,000 events/s; goal p99 <= 5 ms at 1,000/s)
  *   read  GET of one issue on a forge node process, cached vs uncached, requests/s and ratio
+ * and, for the repository write queue (src/repo-writes):
+ *   writes  queue vs per-repository KV lock, no-op and git writes, 1/10/100 repositories
  *
  * Flags: see usage() below.
  */
@@ -19,6 +21,7 @@ import { join } from 'node:path';
 import { startNatsServer, type RunningNatsServer } from '../src/ops/nats-server.js';
 import { caseInvalidation } from './case-invalidation.js';
 import { caseCachedReads } from './case-read.js';
+import { caseWrites } from './case-writes.js';
 import { CASES as RATE_CASES, type BenchContext, type Row } from './cases.js';
 import { printReport, type Report } from './report.js';
 import { killAllChildrenNow } from './children.js';
@@ -29,6 +32,7 @@ const CASES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   ...RATE_CASES,
   inv: caseInvalidation,
   read: caseCachedReads,
+  writes: caseWrites,
 };
 
 interface Options {
@@ -47,13 +51,14 @@ interface Options {
 }
 
 function usage(exitCode: number): never {
-  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,c0,d0,inv,read] [--window W] [--js-window W] [--json]
+  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,c0,d0,inv,read,writes] [--window W] [--js-window W] [--json]
                              [--inv-rates R1,R2] [--inv-seconds S] [--inv-runs R] [--read-seconds S] [--connections N] [--read-db-latency L1,L2]
   --events N     events per measured run (default 100000)
   --runs R       measured runs per case after one warm-up run; the table shows the median (default 5)
   --only LIST    run only these cases: a core NATS, b raw JetStream, c SDK publish, d SDK end to end,
                  e NestJS transport, c0/d0 diagnostic floors for c/d written directly on nats.js,
-                 inv cache invalidation convergence on 3 nodes, read cached vs uncached issue reads over HTTP
+                 inv cache invalidation convergence on 3 nodes, read cached vs uncached issue reads over HTTP,
+                 writes repository write queue vs a per-repository KV lock
   --window W     SDK publishes kept in flight by the bench in c, d, c0, d0 (default 4096, the SDK's maxInFlight)
   --js-window W  js.publish calls kept in flight in b (default 256, its best setting here: 64..4096 tried)
   --inv-rates L  inv: publish rates in events/s (default 1000,10000)
