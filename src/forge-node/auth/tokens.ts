@@ -1,7 +1,14 @@
+import { createSecretKey, type KeyObject } from 'node:crypto';
 import { SignJWT, jwtVerify } from 'jose';
 import { nameProblem } from '../params.js';
 
-const encoder = new TextEncoder();
+const keys = new Map<string, KeyObject>();
+/** One key object per secret: jose would otherwise import the raw secret on every request. */
+const keyFor = (secret: string): KeyObject => {
+  let key = keys.get(secret);
+  if (!key) keys.set(secret, (key = createSecretKey(Buffer.from(secret, 'utf8'))));
+  return key;
+};
 
 /** Signs a demo/user token: HS256, `sub` = user name. */
 export async function signUserToken(secret: string, user: string, expiresIn = '30d'): Promise<string> {
@@ -10,7 +17,7 @@ export async function signUserToken(secret: string, user: string, expiresIn = '3
     .setSubject(user)
     .setIssuedAt()
     .setExpirationTime(expiresIn)
-    .sign(encoder.encode(secret));
+    .sign(keyFor(secret));
 }
 
 export class TokenError extends Error {}
@@ -19,7 +26,7 @@ export class TokenError extends Error {}
 export async function verifyUserToken(secret: string, token: string): Promise<string> {
   let sub: string | undefined;
   try {
-    const { payload } = await jwtVerify(token, encoder.encode(secret), { algorithms: ['HS256'] });
+    const { payload } = await jwtVerify(token, keyFor(secret), { algorithms: ['HS256'] });
     sub = payload.sub;
   } catch (err) {
     const code = (err as { code?: string }).code;
