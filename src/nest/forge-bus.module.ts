@@ -9,21 +9,16 @@ import {
 } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
-import { ForgeBus, type BusLogger } from '../bus/index.js';
+import { ForgeBus } from '../bus/index.js';
 import { ForgeBusHealthIndicator } from './forge-bus.health.js';
 import { ForgeEventsExplorer } from './forge-events.explorer.js';
 import type { ForgeBusModuleAsyncOptions, ForgeBusModuleOptions } from './options.js';
 import { FORGE_BUS_OPTIONS } from './tokens.js';
 
-const nestLogger = (): BusLogger => {
-  const logger = new Logger('ForgeBus');
-  return { log: (m) => logger.log(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) };
-};
-
 const busProvider: Provider = {
   provide: ForgeBus,
   inject: [FORGE_BUS_OPTIONS],
-  useFactory: (options: ForgeBusModuleOptions) => ForgeBus.connect({ logger: nestLogger(), ...options }),
+  useFactory: (options: ForgeBusModuleOptions) => ForgeBus.connect({ logger: new Logger('ForgeBus'), ...options }),
 };
 
 /**

@@ -12,3 +12,4 @@ export * from './cache/cached.decorator.js';
 export * from './cache/forge-cache.module.js';
 export * from './repo-writes/repo-write-handler.decorator.js';
 export * from './repo-writes/repo-writes.module.js';
+export * from './decorated-methods.js';

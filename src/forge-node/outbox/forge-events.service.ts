@@ -20,10 +20,7 @@ export class ForgeEventsService implements OnApplicationBootstrap, BeforeApplica
     private readonly cache: ForgeCache,
   ) {
     this.store = new SqliteOutboxStore(db);
-    const logger = new Logger('Outbox');
-    this.relay = new OutboxRelay(this.store, bus.publisher, bus.events, {
-      logger: { log: (m) => logger.log(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
-    });
+    this.relay = new OutboxRelay(this.store, bus.publisher, bus.events, { logger: new Logger('Outbox') });
   }
 
   /**

@@ -2,6 +2,7 @@ import { Global, Injectable, Logger, Module, type DynamicModule, type InjectionT
 import { DiscoveryModule, DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { ForgeBus } from '../../bus/index.js';
 import { ForgeCache, type ForgeCacheOptions } from '../../cache/index.js';
+import { findDecoratedMethods } from '../decorated-methods.js';
 import { CACHED, type CachedSpec } from './cached.decorator.js';
 
 const FORGE_CACHE_OPTIONS = Symbol('FORGE_CACHE_OPTIONS');
@@ -17,20 +18,13 @@ class CachedMethodsExplorer implements OnModuleInit, OnApplicationShutdown {
   ) {}
 
   onModuleInit(): void {
-    for (const wrapper of this.discovery.getProviders()) {
-      const instance = wrapper.instance as Record<string, unknown> | undefined;
-      if (!instance || typeof instance !== 'object' || !wrapper.isDependencyTreeStatic()) continue;
-      for (const name of this.scanner.getAllMethodNames(Object.getPrototypeOf(instance) as object)) {
-        const method = instance[name];
-        if (typeof method !== 'function') continue;
-        const spec = this.reflector.get<CachedSpec<unknown[]> | undefined>(CACHED, method);
-        if (!spec) continue;
-        const cache = this.cache;
-        // An own property shadows the prototype method, so internal `this.x()` calls are cached too.
-        instance[name] = function cached(this: unknown, ...args: unknown[]) {
-          return cache.getOrLoad(spec.key(...args), spec.tags(...args), () => (method as (...a: unknown[]) => unknown).apply(instance, args));
-        };
-      }
+    const cache = this.cache;
+    const methods = findDecoratedMethods<CachedSpec<unknown[]>>({ discovery: this.discovery, scanner: this.scanner, reflector: this.reflector }, CACHED);
+    for (const { instance, methodName, method, metadata: spec } of methods) {
+      // An own property shadows the prototype method, so internal `this.x()` calls are cached too.
+      instance[methodName] = function cached(...args: unknown[]) {
+        return cache.getOrLoad(spec.key(...args), spec.tags(...args), () => method.apply(instance, args));
+      };
     }
   }
 
@@ -52,11 +46,7 @@ const cacheProvider: Provider = {
   provide: ForgeCache,
   inject: [ForgeBus, FORGE_CACHE_OPTIONS],
   useFactory: (bus: ForgeBus, options: ForgeCacheOptions) => {
-    const logger = new Logger('ForgeCache');
-    return new ForgeCache(bus, {
-      logger: { log: (m) => logger.log(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
-      ...options,
-    });
+    return new ForgeCache(bus, { logger: new Logger('ForgeCache'), ...options });
   },
 };
 

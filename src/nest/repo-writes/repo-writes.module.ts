@@ -14,6 +14,7 @@ import {
 import { DiscoveryModule, DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { ForgeBus } from '../../bus/index.js';
 import { RepoWriteQueue, type RepoWriteHandler as Handler, type RepoWriteQueueOptions } from '../../repo-writes/index.js';
+import { findDecoratedMethods } from '../decorated-methods.js';
 import { REPO_WRITE_HANDLER } from './repo-write-handler.decorator.js';
 
 export interface RepoWritesModuleOptions extends RepoWriteQueueOptions {
@@ -41,19 +42,9 @@ class RepoWritesLifecycle implements OnApplicationBootstrap, BeforeApplicationSh
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
-    const operations: string[] = [];
-    for (const wrapper of this.discovery.getProviders()) {
-      const instance = wrapper.instance as Record<string, unknown> | undefined;
-      if (!instance || typeof instance !== 'object' || !wrapper.isDependencyTreeStatic()) continue;
-      for (const name of this.scanner.getAllMethodNames(Object.getPrototypeOf(instance) as object)) {
-        const method = instance[name];
-        if (typeof method !== 'function') continue;
-        const operation = this.reflector.get<string | undefined>(REPO_WRITE_HANDLER, method);
-        if (!operation) continue;
-        this.queue.handle(operation, (method as Handler).bind(instance));
-        operations.push(operation);
-      }
-    }
+    const handlers = findDecoratedMethods<string>({ discovery: this.discovery, scanner: this.scanner, reflector: this.reflector }, REPO_WRITE_HANDLER);
+    for (const { instance, method, metadata: operation } of handlers) this.queue.handle(operation, method.bind(instance) as Handler);
+    const operations = handlers.map((h) => h.metadata);
     if (this.options.workers !== false) {
       await this.queue.startWorkers();
       this.logger.log(`applying repository writes (${operations.join(', ') || 'no handlers'}) from ${this.queue.partitions} partitions`);
@@ -88,11 +79,7 @@ export class RepoWritesModule {
           provide: RepoWriteQueue,
           inject: [ForgeBus, REPO_WRITES_OPTIONS],
           useFactory: async (bus: ForgeBus, options: RepoWritesModuleOptions) => {
-            const logger = new Logger('RepoWrites');
-            const queue = new RepoWriteQueue(bus, {
-              logger: { log: (m) => logger.log(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
-              ...options,
-            });
+            const queue = new RepoWriteQueue(bus, { logger: new Logger('RepoWrites'), ...options });
             await queue.init();
             return queue;
           },
