@@ -10,6 +10,7 @@ import { DbLatency } from './db/latency.js';
 import { CacheController } from './cache/cache.controller.js';
 import { GitController } from './git/git.controller.js';
 import { GitWriteHandlers } from './git/repo-writes.service.js';
+import { WritesController } from './git/writes.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { IssuesController } from './issues/issues.controller.js';
 import { IssuesService } from './issues/issues.service.js';
@@ -64,7 +65,7 @@ export const forgeCoreImports = [
     }),
     TerminusModule,
   ],
-  controllers: [HealthController, CacheController, ReposController, IssuesController, GitController],
+  controllers: [HealthController, CacheController, ReposController, IssuesController, GitController, WritesController],
   providers: [
     configProvider,
     {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { jetstream, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { createInbox, type Msg, type Subscription } from '@nats-io/transport-node';
 import { consoleLogger, EventPublisher, ForgeBusConfigError, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
@@ -213,6 +213,18 @@ export class RepoWriteQueue {
       if (entry?.value.length) list.push(entry.json<FailedWrite>());
     }
     return list.sort((a, b) => a.failedAt.localeCompare(b.failedAt));
+  }
+
+  /** Writes waiting in each partition (not yet handed to a worker), from the server. */
+  async queued(): Promise<Record<number, number>> {
+    const jsm = await jetstreamManager(this.bus.nc);
+    const depths = await Promise.all(
+      Array.from({ length: this.partitions }, async (_, p) => {
+        const info = await jsm.consumers.info(WRITES_STREAM, partitionConsumerName(p));
+        return [p, info.num_pending] as const;
+      }),
+    );
+    return Object.fromEntries(depths);
   }
 
   /** Starts pulling from every partition; this process then applies writes. */
