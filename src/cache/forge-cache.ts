@@ -22,6 +22,8 @@ export type CacheState =
   | 'stopped';
 
 export interface ForgeCacheOptions extends TaggedCacheOptions {
+  /** false: every read goes to the source (counted as bypassed); invalidation still runs. Default true. */
+  enabled?: boolean;
   disconnectedReads?: DisconnectedReads;
   /** Extra invalidation rules of the forge, by event type (added to the defaults). */
   rules?: Record<string, InvalidationRule>;
@@ -60,6 +62,7 @@ export class ForgeCache {
   readonly entries: TaggedCache;
   readonly rules: InvalidationRules;
   private readonly disconnectedReads: DisconnectedReads;
+  private readonly enabled: boolean;
   private readonly logger: BusLogger;
   private readonly staleLog: RateLimitedLog;
   private state: Exclude<CacheState, 'stopped'>;
@@ -81,6 +84,7 @@ export class ForgeCache {
     this.rules = new InvalidationRules();
     for (const [type, rule] of Object.entries(options.rules ?? {})) this.rules.add(type, rule);
     this.disconnectedReads = options.disconnectedReads ?? 'bypass';
+    this.enabled = options.enabled ?? true;
     this.logger = options.logger ?? consoleLogger;
     this.staleLog = new RateLimitedLog((m) => this.logger.warn(m), 5);
     this.state = bus.connected ? 'live' : 'disconnected';
@@ -121,6 +125,10 @@ export class ForgeCache {
    * Works with synchronous and asynchronous loaders alike.
    */
   getOrLoad<T>(key: string, tags: readonly string[], load: () => T): T {
+    if (!this.enabled) {
+      this.counters.bypassedReads++;
+      return load();
+    }
     if (!this.servable) {
       const stale = this.disconnectedReads === 'serve-stale' && this.bus.feed.running ? this.entries.get(key) : undefined;
       if (stale !== undefined) {

@@ -59,8 +59,7 @@ export const forgeCoreImports = [
       inject: [ConfigService],
       useFactory: (config: ConfigService) => {
         const { cache } = config.get<ForgeNodeConfig>('forge')!;
-        // maxEntries 0: a cache that never keeps anything (lru-cache needs a positive bound).
-        return { disconnectedReads: cache.disconnectedReads, maxEntries: Math.max(1, cache.maxEntries), maxBytes: cache.maxEntries === 0 ? 1 : undefined };
+        return { disconnectedReads: cache.disconnectedReads, enabled: cache.maxEntries > 0, maxEntries: Math.max(1, cache.maxEntries) };
       },
     }),
     TerminusModule,

@@ -1,6 +1,7 @@
 import { ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { CacheTags } from '../../cache/index.js';
 import { Cached } from '../../nest/index.js';
+import type { Statement } from 'better-sqlite3';
 import { DATABASE, type Db } from '../db/database.js';
 import { DbLatency } from '../db/latency.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';
@@ -48,19 +49,27 @@ const COLUMNS = 'number, title, body, state, author, created_at, updated_at';
 
 @Injectable()
 export class IssuesService {
+  // The read paths run on every request that misses the cache: compiled once.
+  private readonly selectIssues: Statement;
+  private readonly selectIssue: Statement;
+
   constructor(
     @Inject(DATABASE) private readonly db: Db,
     private readonly repos: ReposService,
     private readonly events: ForgeEventsService,
     private readonly latency: DbLatency,
-  ) {}
+  ) {
+    this.selectIssues = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? ORDER BY number`);
+    this.selectIssue = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? AND number = ?`);
+  }
+
 
   @Cached({
     key: (owner: string, name: string) => `issues:${owner}/${name}`,
     tags: (owner: string, name: string) => [CacheTags.repo({ owner, name }), CacheTags.issues({ owner, name })],
   })
   async listIssues(owner: string, name: string): Promise<Issue[]> {
-    const rows = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? ORDER BY number`).all(owner, name) as IssueRow[];
+    const rows = this.selectIssues.all(owner, name) as IssueRow[];
     return this.latency.answer(rows.map(toIssue));
   }
 
@@ -69,9 +78,7 @@ export class IssuesService {
     tags: (owner: string, name: string, number: number) => [CacheTags.repo({ owner, name }), CacheTags.issue({ owner, name }, number)],
   })
   async findIssue(owner: string, name: string, number: number): Promise<Issue | undefined> {
-    const row = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? AND number = ?`).get(owner, name, number) as
-      | IssueRow
-      | undefined;
+    const row = this.selectIssue.get(owner, name, number) as IssueRow | undefined;
     return this.latency.answer(row ? toIssue(row) : undefined);
   }
 
@@ -89,9 +96,7 @@ export class IssuesService {
 
   /** Uncached, for read-modify-write inside a transaction. */
   private find(owner: string, name: string, number: number): Issue {
-    const row = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? AND number = ?`).get(owner, name, number) as
-      | IssueRow
-      | undefined;
+    const row = this.selectIssue.get(owner, name, number) as IssueRow | undefined;
     if (!row) throw new NotFoundException(`issue #${number} not found in ${owner}/${name}`);
     return toIssue(row);
   }

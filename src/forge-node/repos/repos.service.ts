@@ -2,6 +2,7 @@ import { ConflictException, ForbiddenException, Inject, Injectable, NotFoundExce
 import { CacheTags } from '../../cache/index.js';
 import { Cached } from '../../nest/index.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
+import type { Statement } from 'better-sqlite3';
 import { DATABASE, type Db } from '../db/database.js';
 import { DbLatency } from '../db/latency.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';
@@ -25,21 +26,29 @@ interface RepoRow {
 /** Repository records (SQLite) and their bare git repositories; visibility rules live here. */
 @Injectable()
 export class ReposService {
+  // The read paths run on every request that misses the cache: compiled once.
+  private readonly selectRepo: Statement;
+  private readonly selectCollaborators: Statement;
+
   constructor(
     @Inject(DATABASE) private readonly db: Db,
     @Inject(FORGE_NODE_CONFIG) private readonly config: ForgeNodeConfig,
     private readonly events: ForgeEventsService,
     private readonly latency: DbLatency,
-  ) {}
+  ) {
+    this.selectRepo = this.db.prepare('SELECT owner, name, private, created_at FROM repos WHERE owner = ? AND name = ?');
+    this.selectCollaborators = this.db.prepare('SELECT user FROM collaborators WHERE owner = ? AND name = ? ORDER BY user');
+  }
+
 
   private row(owner: string, name: string): RepoRow | undefined {
-    return this.db.prepare('SELECT owner, name, private, created_at FROM repos WHERE owner = ? AND name = ?').get(owner, name) as
+    return this.selectRepo.get(owner, name) as
       | RepoRow
       | undefined;
   }
 
   private collaborators(owner: string, name: string): string[] {
-    return (this.db.prepare('SELECT user FROM collaborators WHERE owner = ? AND name = ? ORDER BY user').all(owner, name) as { user: string }[]).map(
+    return (this.selectCollaborators.all(owner, name) as { user: string }[]).map(
       (r) => r.user,
     );
   }
