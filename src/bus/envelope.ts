@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { InvalidEventError } from './errors.js';
-import type { EventScope, RepoRef } from './subjects.js';
+import type { RepoRef } from './subjects.js';
 
 /**
  * What travels on the bus. The envelope is the same for every event type; `payload` is
@@ -36,12 +36,6 @@ export interface DeliveredEvent<P = unknown> {
 
 export function newEventId(): string {
   return randomUUID();
-}
-
-export function scopeOf(envelope: Pick<EventEnvelope, 'repo' | 'user'>): EventScope {
-  if (envelope.repo) return { kind: 'repo', repo: envelope.repo };
-  if (envelope.user !== undefined) return { kind: 'user', user: envelope.user };
-  return { kind: 'site' };
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
