@@ -7,7 +7,8 @@ import {
 } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { EventCatalog } from './catalog/catalog.js';
-import { assertEnvelopeShape, type DeliveredEvent } from './envelope.js';
+import { decodeDeliveredEvent } from './decode.js';
+import type { DeliveredEvent } from './envelope.js';
 import type { EventFactory } from './event-factory.js';
 import { consoleLogger, RateLimitedLog, type BusLogger } from './logger.js';
 import { compileMatcher, type EventFilter, type EventMatcher, type TypePattern } from './patterns.js';
@@ -56,8 +57,6 @@ interface Registration {
   handler: EventHandler;
   name: string;
 }
-
-const decoder = new TextDecoder();
 
 /**
  * One ordered consumer per process that feeds every local handler, in stream order. The
@@ -204,14 +203,7 @@ export class EventFeed {
 
   private decode(msg: Pick<JsMsg, 'seq' | 'subject' | 'data'>): DeliveredEvent | undefined {
     try {
-      const envelope: unknown = JSON.parse(decoder.decode(msg.data));
-      assertEnvelopeShape(envelope);
-      this.catalog.validatePayload(envelope.type, envelope.version, envelope.payload);
-      const expected = this.factory.subjectOf(envelope);
-      if (expected !== msg.subject) {
-        throw new Error(`envelope belongs on ${expected}, not on ${msg.subject}`);
-      }
-      return { seq: msg.seq, subject: msg.subject, envelope };
+      return decodeDeliveredEvent(msg, this.catalog, this.factory);
     } catch (err) {
       this.stats.malformed++;
       this.malformedLog.line(`dropped malformed message seq ${msg.seq} on ${msg.subject}: ${(err as Error).message}`);

@@ -2,6 +2,7 @@ export * from './bus.js';
 export * from './catalog/catalog.js';
 export * from './catalog/events.js';
 export * from './connection.js';
+export * from './decode.js';
 export * from './envelope.js';
 export * from './errors.js';
 export * from './event-factory.js';

@@ -2,12 +2,14 @@ import { Module, ValidationPipe } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { APP_GUARD, APP_PIPE } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
-import { ForgeBusModule, ForgeCacheModule, RepoWritesModule } from '../nest/index.js';
+import { ForgeBusModule, ForgeCacheModule, RepoWritesModule, SseModule } from '../nest/index.js';
 import { AuthGuard } from './auth/auth.guard.js';
 import { FORGE_NODE_CONFIG, loadForgeNodeConfig, type ForgeNodeConfig } from './config.js';
 import { DATABASE, openDatabase, type Db } from './db/database.js';
 import { DbLatency } from './db/latency.js';
 import { CacheController } from './cache/cache.controller.js';
+import { EventsController } from './events/events.controller.js';
+import { ForgeAccessPolicy } from './events/forge-access.policy.js';
 import { GitController } from './git/git.controller.js';
 import { GitWriteHandlers } from './git/repo-writes.service.js';
 import { WritesController } from './git/writes.controller.js';
@@ -62,9 +64,21 @@ export const forgeCoreImports = [
         return { disconnectedReads: cache.disconnectedReads, enabled: cache.maxEntries > 0, maxEntries: Math.max(1, cache.maxEntries) };
       },
     }),
+    SseModule.forRootAsync({
+      inject: [ConfigService],
+      useFactory: (config: ConfigService) => ({ ...config.get<ForgeNodeConfig>('forge')!.sse, policy: ForgeAccessPolicy }),
+    }),
     TerminusModule,
   ],
-  controllers: [HealthController, CacheController, ReposController, IssuesController, GitController, WritesController],
+  controllers: [
+    HealthController,
+    CacheController,
+    ReposController,
+    IssuesController,
+    GitController,
+    WritesController,
+    EventsController,
+  ],
   providers: [
     configProvider,
     {
@@ -78,6 +92,7 @@ export const forgeCoreImports = [
       useValue: new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true }),
     },
     DbLatency,
+    ForgeAccessPolicy,
     GitWriteHandlers,
     ForgeEventsService,
     ReposService,

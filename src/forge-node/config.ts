@@ -28,6 +28,19 @@ export interface ForgeNodeConfig {
   writePartitions: number;
   /** FORGE_WRITE_ACK_WAIT_MS: how long a dead worker's write waits before redelivery (default 30 s). */
   writeAckWaitMs: number;
+  /** Server-Sent Events (GET /api/events); see docs/sse.md. */
+  sse: {
+    /** FORGE_SSE_HEARTBEAT_MS (default 15 s). */
+    heartbeatMs: number;
+    /** FORGE_SSE_RETRY_MS: the reconnect delay browsers are told (default 2 s). */
+    retryMs: number;
+    /** FORGE_SSE_MAX_BUFFER_BYTES: unsent bytes before a client counts as too slow (default 256 KiB). */
+    maxBufferedBytes: number;
+    /** FORGE_SSE_MAX_CLIENTS: streams per node process (default 50,000). */
+    maxClients: number;
+    /** FORGE_SSE_MAX_REPLAYS: resuming clients reading the stream at once (default 16). */
+    maxConcurrentReplays: number;
+  };
 }
 
 export class ForgeNodeConfigError extends Error {
@@ -79,6 +92,13 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     roles: { web: roles.includes('web'), writer: roles.includes('writer') },
     writePartitions: int('FORGE_WRITE_PARTITIONS', 32, 1)!,
     writeAckWaitMs: int('FORGE_WRITE_ACK_WAIT_MS', 30_000, 1_000)!,
+    sse: {
+      heartbeatMs: int('FORGE_SSE_HEARTBEAT_MS', 15_000, 100)!,
+      retryMs: int('FORGE_SSE_RETRY_MS', 2_000, 0)!,
+      maxBufferedBytes: int('FORGE_SSE_MAX_BUFFER_BYTES', 256 * 1024, 1_024)!,
+      maxClients: int('FORGE_SSE_MAX_CLIENTS', 50_000, 1)!,
+      maxConcurrentReplays: int('FORGE_SSE_MAX_REPLAYS', 16, 1)!,
+    },
   };
 }
 

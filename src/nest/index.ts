@@ -13,3 +13,4 @@ export * from './cache/forge-cache.module.js';
 export * from './repo-writes/repo-write-handler.decorator.js';
 export * from './repo-writes/repo-writes.module.js';
 export * from './decorated-methods.js';
+export * from './sse/sse.module.js';

@@ -8,6 +8,7 @@ import {
   type ExecutionContext,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
+import { parse as parseCookies } from 'cookie';
 import type { Request } from 'express';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
 import { TokenError, verifyUserToken } from './tokens.js';
@@ -16,9 +17,23 @@ const PUBLIC = 'forge-node:public';
 /** Route needs no token (health, the web page). */
 export const Public = () => SetMetadata(PUBLIC, true);
 
+const BROWSER_TOKENS = 'forge-node:browser-tokens';
+/**
+ * Route also takes the token from the `access_token` query parameter or the session cookie:
+ * for browsers' EventSource, which cannot set headers. Only for GET routes that change nothing
+ * (a cookie is sent by the browser on its own, so it must never authorize a write).
+ */
+export const AcceptBrowserTokens = () => SetMetadata(BROWSER_TOKENS, true);
+
+/** The session cookie set by the web page: its value is the user's JWT. */
+export const SESSION_COOKIE = 'forge_token';
+
 type AuthedRequest = Request & { user?: string };
 
-/** `Authorization: Bearer <JWT>` on every route not marked @Public(); 401 with the reason. */
+/**
+ * `Authorization: Bearer <JWT>` on every route not marked @Public() (plus the query parameter
+ * or cookie where @AcceptBrowserTokens() says so); 401 with the reason.
+ */
 @Injectable()
 export class AuthGuard implements CanActivate {
   constructor(
@@ -29,17 +44,34 @@ export class AuthGuard implements CanActivate {
   async canActivate(context: ExecutionContext): Promise<boolean> {
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC, [context.getHandler(), context.getClass()])) return true;
     const request = context.switchToHttp().getRequest<AuthedRequest>();
-    const header = request.headers.authorization;
-    if (!header) throw new UnauthorizedException('missing Authorization header: send "Authorization: Bearer <token>"');
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!match) throw new UnauthorizedException('Authorization header must be "Bearer <token>"');
+    const browser = this.reflector.getAllAndOverride<boolean>(BROWSER_TOKENS, [context.getHandler(), context.getClass()]);
+    const token = this.tokenOf(request, browser === true);
     try {
-      request.user = await verifyUserToken(this.config.secret, match[1]!);
+      request.user = await verifyUserToken(this.config.secret, token);
     } catch (err) {
       if (err instanceof TokenError) throw new UnauthorizedException(err.message);
       throw err;
     }
     return true;
+  }
+
+  private tokenOf(request: Request, browser: boolean): string {
+    const header = request.headers.authorization;
+    if (header) {
+      const match = /^Bearer\s+(\S+)$/i.exec(header);
+      if (!match) throw new UnauthorizedException('Authorization header must be "Bearer <token>"');
+      return match[1]!;
+    }
+    if (browser) {
+      const query = request.query.access_token;
+      if (typeof query === 'string' && query !== '') return query;
+      const cookie = request.headers.cookie ? parseCookies(request.headers.cookie)[SESSION_COOKIE] : undefined;
+      if (cookie) return cookie;
+      throw new UnauthorizedException(
+        'no token: send "Authorization: Bearer <token>", the access_token query parameter, or sign in on the web page (cookie)',
+      );
+    }
+    throw new UnauthorizedException('missing Authorization header: send "Authorization: Bearer <token>"');
   }
 }
 

@@ -29,6 +29,7 @@ export class ReposService {
   // The read paths run on every request that misses the cache: compiled once.
   private readonly selectRepo: Statement;
   private readonly selectCollaborators: Statement;
+  private readonly selectWatchable: Statement;
 
   constructor(
     @Inject(DATABASE) private readonly db: Db,
@@ -38,6 +39,9 @@ export class ReposService {
   ) {
     this.selectRepo = this.db.prepare('SELECT owner, name, private, created_at FROM repos WHERE owner = ? AND name = ?');
     this.selectCollaborators = this.db.prepare('SELECT user FROM collaborators WHERE owner = ? AND name = ? ORDER BY user');
+    this.selectWatchable = this.db.prepare(
+      'SELECT owner, name FROM repos WHERE owner = ? UNION SELECT owner, name FROM collaborators WHERE user = ? ORDER BY owner, name',
+    );
   }
 
 
@@ -45,6 +49,22 @@ export class ReposService {
     return this.selectRepo.get(owner, name) as
       | RepoRow
       | undefined;
+  }
+
+  /** The repository record straight from the database (for decisions that must not see a stale cache). */
+  loadRepo(owner: string, name: string): Repo | undefined {
+    const row = this.row(owner, name);
+    return row ? this.toRepo(row) : undefined;
+  }
+
+  /** Whether `user` may read the repository (public, or owner/collaborator). */
+  canRead(repo: Repo | undefined, user: string): repo is Repo {
+    return repo !== undefined && (!repo.private || this.canWrite(repo, user));
+  }
+
+  /** Repositories `user` owns or collaborates on: what their event stream shows by default. */
+  listWatchable(user: string): { owner: string; name: string }[] {
+    return this.selectWatchable.all(user, user) as { owner: string; name: string }[];
   }
 
   private collaborators(owner: string, name: string): string[] {
@@ -74,14 +94,13 @@ export class ReposService {
     tags: (owner: string, name: string) => [CacheTags.repo({ owner, name }), CacheTags.repoMeta({ owner, name }), CacheTags.perm({ owner, name })],
   })
   async findRepo(owner: string, name: string): Promise<Repo | undefined> {
-    const row = this.row(owner, name);
-    return this.latency.answer(row ? this.toRepo(row) : undefined);
+    return this.latency.answer(this.loadRepo(owner, name));
   }
 
   /** The repository as `user` may see it; 404 when it does not exist or is private to others. */
   async getVisible(owner: string, name: string, user: string): Promise<Repo> {
     const repo = await this.findRepo(owner, name);
-    if (!repo || (repo.private && !this.canWrite(repo, user))) throw new NotFoundException(`repository ${owner}/${name} not found`);
+    if (!this.canRead(repo, user)) throw new NotFoundException(`repository ${owner}/${name} not found`);
     return repo;
   }
 

@@ -1,0 +1,26 @@
+/** The node cannot take another stream now (shutting down, or at its client limit): answer 503. */
+export class SseUnavailableError extends Error {
+  constructor(
+    message: string,
+    /** Seconds a client should wait before trying this node again. */
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+    this.name = 'SseUnavailableError';
+  }
+}
+
+/** A Last-Event-ID that is not a stream sequence: answer 400. */
+export class InvalidLastEventIdError extends Error {
+  constructor(value: string) {
+    super(`Last-Event-ID must be a non-negative integer stream sequence, got "${value.slice(0, 40)}"`);
+    this.name = 'InvalidLastEventIdError';
+  }
+}
+
+/** Parses a Last-Event-ID header or `lastEventId` parameter; undefined when absent or empty. */
+export function parseLastEventId(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (!/^\d{1,15}$/.test(value)) throw new InvalidLastEventIdError(value);
+  return Number(value);
+}
