@@ -1,6 +1,7 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { aptInstall, aptUnavailableReason } from './apt.js';
 
 /**
  * Finding, installing and running a local nats-server: used by `npm start` (the embedded default
@@ -42,12 +43,13 @@ export function ensureNatsServer(options: { install?: boolean; log?: (m: string)
   const found = findNatsServer();
   if (found) return found;
   const log = options.log ?? ((m: string) => console.error(m));
-  const canInstall = (options.install ?? true) && process.getuid?.() === 0 && spawnSync('apt-get', ['--version']).status === 0;
-  if (!canInstall) throw new NatsServerUnavailableError('not on PATH and cannot install it: not root or no apt-get');
+  const cannot = options.install === false ? 'installation disabled' : aptUnavailableReason();
+  if (cannot) throw new NatsServerUnavailableError(`not on PATH and cannot install it: ${cannot}`);
   log('nats-server not found: installing Debian package nats-server (apt-get) ...');
-  for (const args of [['update', '-qq'], ['install', '-y', '-qq', 'nats-server']]) {
-    const r = spawnSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    if (r.status !== 0) throw new NatsServerUnavailableError(`apt-get ${args.join(' ')} failed with exit code ${r.status}`);
+  try {
+    aptInstall(['nats-server']);
+  } catch (err) {
+    throw new NatsServerUnavailableError((err as Error).message);
   }
   const installed = findNatsServer();
   if (!installed) throw new NatsServerUnavailableError('apt-get reported success but no nats-server binary was found');
