@@ -19,6 +19,7 @@ import { IssuesService } from './issues/issues.service.js';
 import { ForgeEventsService } from './outbox/forge-events.service.js';
 import { ReposController } from './repos/repos.controller.js';
 import { ReposService } from './repos/repos.service.js';
+import { WebController } from './web/web.controller.js';
 
 /** Configuration, the bus and the repository write queue: shared by web nodes and workers. */
 export const configProvider = {
@@ -78,6 +79,7 @@ export const forgeCoreImports = [
     GitController,
     WritesController,
     EventsController,
+    WebController,
   ],
   providers: [
     configProvider,
