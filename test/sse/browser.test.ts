@@ -27,19 +27,15 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-// `npm test` installs chromium first when it can (src/ops/ensure-chromium.ts); elsewhere the test
-// is skipped with the reason, except in CI, where a missing browser is a failure.
-const missing = findChromium() ? undefined : `${chromiumPath()} not found (install Debian's chromium or set CHROMIUM_BIN)`;
-const skip = missing && !process.env.CI ? missing : false;
-
-describe('web page in headless chromium', { skip }, () => {
+// `npm test` installs chromium first (src/ops/ensure-chromium.ts); without it this test fails.
+describe('web page in headless chromium', () => {
   let nats: TestNats | undefined;
   let dataDir: string | undefined;
   let nodes: TestForgeNode[] = [];
   let browser: Browser | undefined;
 
   before(async () => {
-    if (missing) throw new Error(missing);
+    if (!findChromium()) throw new Error(`${chromiumPath()} not found: run "npm test" (installs Debian's chromium as root) or set CHROMIUM_BIN`);
     nats = await startTestNats();
     dataDir = mkdtempSync(join(tmpdir(), 'forgebus-browser-'));
     nodes = await Promise.all(['node-1', 'node-2'].map((id) => startForgeNode({ id, natsUrl: nats!.url, dataDir: dataDir! })));
