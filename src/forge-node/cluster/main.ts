@@ -137,6 +137,8 @@ async function main(): Promise<void> {
     'Demo tokens (Authorization: Bearer <token>):',
     ...tokens.map(([u, t]) => `  ${u.padEnd(6)} ${t}`),
     '',
+    `Web page (signed in as alice, on ${nodes.at(1)?.id ?? nodes[0]!.id}): ${(nodes.at(1) ?? nodes[0]!).url}/#token=${tokens[0]![1]}`,
+    '',
     'Try:',
     `  curl -s -X POST ${nodes[0]!.url}/api/repos -H "Authorization: Bearer ${tokens[0]![1]}" -H 'content-type: application/json' -d '{"name":"web"}'`,
     '',
