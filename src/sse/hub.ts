@@ -147,6 +147,12 @@ export class SseHub {
       this.stats.rejected++;
       throw refusal;
     }
+    if (res.destroyed) {
+      // The browser left while the application was authorizing it: 'close' has fired already.
+      const gone = new SseClient(this.nextClientId++, request.user, res, undefined, 0);
+      gone.closed = true;
+      return gone;
+    }
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache, no-transform',

@@ -337,6 +337,16 @@ describe('SSE hub', () => {
     assert.equal(hub.stats.clients, 0);
   });
 
+  it('does not register a client whose connection closed before the stream opened', async () => {
+    const hub = await newHub(new MemoryPolicy());
+    const res = new FakeResponse();
+    res.destroy();
+    const client = hub.open(res, { user: 'ann', repos: [freshRepo()], defaultRepos: false });
+    assert.equal(client.closed, true);
+    assert.equal(hub.stats.clients, 0);
+    assert.deepEqual(res.chunks, []);
+  });
+
   it('refuses streams beyond maxClients with a 503-worthy error', async () => {
     const hub = await newHub(new MemoryPolicy(), { maxClients: 2 });
     hub.open(new FakeResponse(), { user: 'a', repos: [], defaultRepos: false });
