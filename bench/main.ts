@@ -12,6 +12,10 @@
  *   read  GET of one issue on a forge node process, cached vs uncached, requests/s and ratio
  * and, for the repository write queue (src/repo-writes):
  *   writes  queue vs per-repository KV lock, no-op and git writes, 1/10/100 repositories
+ * and, for the SSE gateway (src/sse; bench/case-sse.ts; `--only sse` runs all three):
+ *   sse-latency  publish -> SSE client on another node, 1,000 events/s, 1,000 clients
+ *   sse-conns    streams per node process and memory per stream
+ *   sse-fanout   deliveries/s to 10,000 clients of one node
  *
  * Flags: see usage() below.
  */
@@ -22,6 +26,7 @@ import { startNatsServer, type RunningNatsServer } from '../src/ops/nats-server.
 import { caseInvalidation } from './case-invalidation.js';
 import { caseCachedReads } from './case-read.js';
 import { caseWrites } from './case-writes.js';
+import { caseSseConns, caseSseFanout, caseSseLatency } from './case-sse.js';
 import { CASES as RATE_CASES, type BenchContext, type Row } from './cases.js';
 import { printReport, type Report } from './report.js';
 import { killAllChildrenNow } from './children.js';
@@ -33,7 +38,12 @@ const CASES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   inv: caseInvalidation,
   read: caseCachedReads,
   writes: caseWrites,
+  'sse-latency': caseSseLatency,
+  'sse-conns': caseSseConns,
+  'sse-fanout': caseSseFanout,
 };
+/** Names for several cases at once in --only. */
+const GROUPS: Record<string, string[]> = { sse: ['sse-latency', 'sse-conns', 'sse-fanout'] };
 
 interface Options {
   events: number;
@@ -51,14 +61,15 @@ interface Options {
 }
 
 function usage(exitCode: number): never {
-  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,c0,d0,inv,read,writes] [--window W] [--js-window W] [--json]
+  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,c0,d0,inv,read,writes,sse-latency,sse-conns,sse-fanout|sse] [--window W] [--js-window W] [--json]
                              [--inv-rates R1,R2] [--inv-seconds S] [--inv-runs R] [--read-seconds S] [--connections N] [--read-db-latency L1,L2]
   --events N     events per measured run (default 100000)
   --runs R       measured runs per case after one warm-up run; the table shows the median (default 5)
   --only LIST    run only these cases: a core NATS, b raw JetStream, c SDK publish, d SDK end to end,
                  e NestJS transport, c0/d0 diagnostic floors for c/d written directly on nats.js,
                  inv cache invalidation convergence on 3 nodes, read cached vs uncached issue reads over HTTP,
-                 writes repository write queue vs a per-repository KV lock
+                 writes repository write queue vs a per-repository KV lock,
+                 sse-latency, sse-conns, sse-fanout (or sse: all three) the SSE gateway (settings: bench/case-sse.ts)
   --window W     SDK publishes kept in flight by the bench in c, d, c0, d0 (default 4096, the SDK's maxInFlight)
   --js-window W  js.publish calls kept in flight in b (default 256, its best setting here: 64..4096 tried)
   --inv-rates L  inv: publish rates in events/s (default 1000,10000)
@@ -122,7 +133,7 @@ function parseArgs(argv: string[]): Options {
         o.jsWindow = int(flag, value(), 1);
         break;
       case '--only': {
-        const list = (value() ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+        const list = (value() ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean).flatMap((c) => GROUPS[c] ?? [c]);
         const unknown = list.filter((c) => !(c in CASES));
         if (list.length === 0 || unknown.length > 0) {
           console.error(`--only: unknown case(s) ${unknown.join(', ') || '(none given)'}; cases are ${Object.keys(CASES).join(', ')}`);
