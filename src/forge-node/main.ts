@@ -9,7 +9,8 @@ import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from './config.js';
  * FORGE_SECRET in the environment.
  */
 async function bootstrap(): Promise<void> {
-  const app = await NestFactory.create(ForgeNodeModule, { logger: ['log', 'warn', 'error'] });
+  // forceCloseConnections: idle keep-alive connections must not hold a stopping node open.
+  const app = await NestFactory.create(ForgeNodeModule, { logger: ['log', 'warn', 'error'], forceCloseConnections: true });
   app.enableShutdownHooks();
   const config = app.get<ForgeNodeConfig>(FORGE_NODE_CONFIG);
   await app.listen(config.port, config.host);

@@ -1,15 +1,3 @@
-/** The node cannot take another stream now (shutting down, or at its client limit): answer 503. */
-export class SseUnavailableError extends Error {
-  constructor(
-    message: string,
-    /** Seconds a client should wait before trying this node again. */
-    readonly retryAfterSeconds: number,
-  ) {
-    super(message);
-    this.name = 'SseUnavailableError';
-  }
-}
-
 /** A Last-Event-ID that is not a stream sequence: answer 400. */
 export class InvalidLastEventIdError extends Error {
   constructor(value: string) {

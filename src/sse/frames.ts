@@ -15,12 +15,24 @@ export function controlFrame(type: string, data: object, id?: number): Buffer {
 }
 
 /**
- * First bytes of every stream: the reconnect delay, and the position the client starts from.
- * A frame with `id:` and no `data:` dispatches nothing but sets the EventSource's lastEventId,
- * so a client that drops before its first event still resumes from where it connected.
+ * First frame of a fresh stream: the reconnect delay and a `position` event whose id is where
+ * the stream starts, so a client that drops before its first real event still resumes from
+ * there. (A frame with an id and no data would do for browsers, but not for every client: the
+ * `eventsource` package only takes ids from dispatched events.) A resuming stream gets only the
+ * reconnect delay: its position is its own Last-Event-ID.
  */
-export function preambleFrame(retryMs: number, id?: number): Buffer {
-  return Buffer.from(`retry: ${retryMs}\n${id === undefined ? '' : `id: ${id}\n`}\n`);
+export function preambleFrame(retryMs: number, position?: number): Buffer {
+  if (position === undefined) return Buffer.from(`retry: ${retryMs}\n\n`);
+  return Buffer.from(`retry: ${retryMs}\nid: ${position}\nevent: position\ndata: {"position":${position}}\n\n`);
+}
+
+/**
+ * A stream this node turns away (shutting down, full, not started): a 200 that ends at once
+ * with a reconnect delay, because an EventSource treats any other status as final and would
+ * never try another node. The comment says why, for clients that are not browsers.
+ */
+export function turnAwayFrame(retryMs: number, reason: string): Buffer {
+  return Buffer.from(`: ${reason.replace(/[\r\n]+/g, ' ')}\nretry: ${retryMs}\n\n`);
 }
 
 /** A comment line: keeps proxies and load balancers from closing an idle stream. */

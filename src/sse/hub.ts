@@ -12,10 +12,22 @@ import {
 } from '../bus/index.js';
 import type { AccessChange, SseAccessPolicy } from './access.js';
 import { SseClient, type SseResponse } from './client.js';
-import { SseUnavailableError } from './errors.js';
-import { controlFrame, eventFrame, HEARTBEAT_FRAME, preambleFrame, SHUTDOWN_RETRY_MS } from './frames.js';
+import { controlFrame, eventFrame, HEARTBEAT_FRAME, preambleFrame, SHUTDOWN_RETRY_MS, turnAwayFrame } from './frames.js';
 import { StreamRangeReader } from './replay.js';
 import { repoTopic, SITE_TOPIC, topicOf, TopicIndex, userTopic, type TopicKey } from './topics.js';
+
+const STREAM_HEADERS = {
+  'Content-Type': 'text/event-stream; charset=utf-8',
+  'Cache-Control': 'no-cache, no-transform',
+  Connection: 'keep-alive',
+  'X-Accel-Buffering': 'no',
+};
+
+const closedClient = (user: string, res: SseResponse): SseClient => {
+  const client = new SseClient(0, user, res, undefined, 0);
+  client.closed = true;
+  return client;
+};
 
 export interface SseHubOptions {
   /** Comment line sent to every stream this often (default 15 s). */
@@ -65,7 +77,7 @@ export interface SseHubStats {
   slowDisconnects: number;
   accessGranted: number;
   accessRevoked: number;
-  /** Streams refused because the process was at maxClients or shutting down. */
+  /** Streams turned away because the process was full, shutting down, or not started. */
   rejected: number;
   /** Stream messages a replay dropped as malformed. */
   malformed: number;
@@ -132,33 +144,30 @@ export class SseHub {
   }
 
   /**
-   * Starts a stream on `res` (headers, preamble) and registers the client. Throws
-   * SseUnavailableError (answer 503) when the process is shutting down or full.
+   * Starts a stream on `res` (headers, preamble) and registers the client. A process that is
+   * shutting down, full, or not started turns the client away instead (see turnAwayFrame): the
+   * returned client is then already closed.
    */
   open(res: SseResponse & { writeHead(status: number, headers: Record<string, string>): unknown }, request: SseStreamRequest): SseClient {
     const refusal = this.closing
-      ? new SseUnavailableError('this node is shutting down: connect to another node', 1)
+      ? { reason: 'this node is shutting down: reconnect to another node', retryMs: SHUTDOWN_RETRY_MS }
       : !this.bus.feed.running
-        ? new SseUnavailableError('this node has not started its event feed yet: retry shortly', 1)
+        ? { reason: 'this node has not started its event feed yet: retry shortly', retryMs: 1_000 }
         : this.clients.size >= this.options.maxClients
-          ? new SseUnavailableError(`this node serves its maximum of ${this.options.maxClients} event streams: connect to another node`, 5)
+          ? { reason: `this node serves its maximum of ${this.options.maxClients} event streams: reconnect to another node`, retryMs: 5_000 }
           : undefined;
     if (refusal) {
       this.stats.rejected++;
-      throw refusal;
+      if (!res.destroyed) {
+        res.writeHead(200, { ...STREAM_HEADERS, 'Retry-After': String(Math.ceil(refusal.retryMs / 1000)) });
+        res.write(turnAwayFrame(refusal.retryMs, refusal.reason));
+        res.end();
+      }
+      return closedClient(request.user, res);
     }
-    if (res.destroyed) {
-      // The browser left while the application was authorizing it: 'close' has fired already.
-      const gone = new SseClient(this.nextClientId++, request.user, res, undefined, 0);
-      gone.closed = true;
-      return gone;
-    }
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-cache, no-transform',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-    });
+    // The browser left while the application was authorizing it: 'close' has fired already.
+    if (res.destroyed) return closedClient(request.user, res);
+    res.writeHead(200, STREAM_HEADERS);
     const position = this.position;
     const last = request.lastEventId;
     const requested = request.defaultRepos ? undefined : new Set(request.repos.map(repoTopic));

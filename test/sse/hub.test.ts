@@ -4,7 +4,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ForgeBus, silentLogger, type DeliveredEvent, type EventInput, type RepoRef } from '../../src/bus/index.js';
-import { SseHub, SseUnavailableError, type AccessChange, type SseAccessPolicy, type SseHubOptions } from '../../src/sse/index.js';
+import { SseHub, type AccessChange, type SseAccessPolicy, type SseHubOptions } from '../../src/sse/index.js';
 import { readStream, sleep } from '../bus/helpers.js';
 import { eventually, startTestNats, type TestNats } from '../support/nats.js';
 
@@ -19,6 +19,8 @@ interface Frame {
   data?: string;
   retry?: string;
 }
+
+const CONTROL_EVENTS = new Set(['position', 'reset', 'access-revoked']);
 
 class FakeResponse extends EventEmitter {
   readonly chunks: string[] = [];
@@ -60,10 +62,11 @@ class FakeResponse extends EventEmitter {
     return this.chunks
       .join('')
       .split('\n\n')
-      .filter((block) => block !== '' && !block.startsWith(':'))
-      .map((block) => {
+      .map((block) => block.split('\n').filter((line) => line !== '' && !line.startsWith(':')))
+      .filter((lines) => lines.length > 0)
+      .map((lines) => {
         const frame: Frame = {};
-        for (const line of block.split('\n')) {
+        for (const line of lines) {
           const i = line.indexOf(': ');
           (frame as Record<string, string>)[line.slice(0, i)] = line.slice(i + 2);
         }
@@ -74,7 +77,7 @@ class FakeResponse extends EventEmitter {
   /** Sequences of the events received (control frames and the preamble left out). */
   eventIds(type?: string): number[] {
     return this.frames()
-      .filter((f) => f.data !== undefined && f.event !== 'reset' && f.event !== 'access-revoked' && (!type || f.event === type))
+      .filter((f) => f.data !== undefined && !CONTROL_EVENTS.has(f.event!) && (!type || f.event === type))
       .map((f) => Number(f.id));
   }
 }
@@ -177,7 +180,7 @@ describe('SSE hub', () => {
     await publish({ type: 'user.notification_count', user: 'someone-else', payload: { count: 1 } });
     assert.deepEqual(a.eventIds(), [sx, su]);
     assert.deepEqual(b.eventIds(), [sy]);
-    const [first] = a.frames().filter((f) => f.data);
+    const [first] = a.frames().filter((f) => f.data && f.event !== 'position');
     assert.equal(first!.event, 'issue.created');
     assert.deepEqual(JSON.parse(first!.data!).repo, x);
     assert.equal(hub.stats.deliveries, 3);
@@ -259,7 +262,7 @@ describe('SSE hub', () => {
     await publish(issue(secret, 3));
     assert.deepEqual(bobDefault.eventIds(), [added, seen, removed]);
     assert.ok(!bobDefault.eventIds().includes(hidden));
-    const events = bobDefault.frames().filter((f) => f.event).map((f) => f.event);
+    const events = bobDefault.frames().filter((f) => f.event && f.event !== 'position').map((f) => f.event);
     assert.deepEqual(events, ['repo.collaborator_changed', 'issue.created', 'repo.collaborator_changed', 'access-revoked']);
     // A stream that named its repositories does not gain ones it did not ask for.
     assert.deepEqual(bobNamed.eventIds(), []);
@@ -326,15 +329,23 @@ describe('SSE hub', () => {
     assert.equal(hub.stats.slowDisconnects, 1);
   });
 
-  it('ends every stream on close (with a short retry hint) and refuses new ones', async () => {
+  it('ends every stream on close (with a short retry hint) and turns new ones away with one', async () => {
     const hub = await newHub(new MemoryPolicy());
     const res = new FakeResponse();
     hub.open(res, { user: 'ann', repos: [], defaultRepos: false });
     await hub.close();
     assert.equal(res.ended, true);
     assert.equal(res.frames().at(-1)!.retry, '250');
-    assert.throws(() => hub.open(new FakeResponse(), { user: 'ann', repos: [], defaultRepos: false }), SseUnavailableError);
+    const late = new FakeResponse();
+    const client = hub.open(late, { user: 'ann', repos: [], defaultRepos: false });
+    // A 200 that ends at once: an EventSource given a 503 would never try another node.
+    assert.equal(client.closed, true);
+    assert.equal(late.status, 200);
+    assert.equal(late.ended, true);
+    assert.equal(late.frames().at(-1)!.retry, '250');
+    assert.match(late.chunks.join(''), /^: this node is shutting down/);
     assert.equal(hub.stats.clients, 0);
+    assert.equal(hub.stats.rejected, 1);
   });
 
   it('does not register a client whose connection closed before the stream opened', async () => {
@@ -347,14 +358,15 @@ describe('SSE hub', () => {
     assert.deepEqual(res.chunks, []);
   });
 
-  it('refuses streams beyond maxClients with a 503-worthy error', async () => {
+  it('turns streams beyond maxClients away with a longer retry hint', async () => {
     const hub = await newHub(new MemoryPolicy(), { maxClients: 2 });
     hub.open(new FakeResponse(), { user: 'a', repos: [], defaultRepos: false });
     hub.open(new FakeResponse(), { user: 'b', repos: [], defaultRepos: false });
-    assert.throws(
-      () => hub.open(new FakeResponse(), { user: 'c', repos: [], defaultRepos: false }),
-      (err: unknown) => err instanceof SseUnavailableError && err.retryAfterSeconds > 0,
-    );
+    const third = new FakeResponse();
+    assert.equal(hub.open(third, { user: 'c', repos: [], defaultRepos: false }).closed, true);
+    assert.equal(third.frames().at(-1)!.retry, '5000');
+    assert.equal(third.headers!['Retry-After'], '5');
     assert.equal(hub.stats.rejected, 1);
+    assert.equal(hub.stats.clients, 2);
   });
 });

@@ -190,11 +190,9 @@ describe(`resume across nodes: ${CLIENTS} EventSource clients, ${EVENTS} events,
     for (const c of clients) c.close();
   });
 
-  // Known problem (reported, not fixed here): the stream's first frame announces its position as
-  // `id:` without `data:`. Browsers take that id (the WHATWG parser sets lastEventId on every
-  // dispatch, data or not); the `eventsource` package does not (its parser only reports frames
-  // with data), so it reconnects without Last-Event-ID and starts over at the new node's position.
-  it('an EventSource that read nothing before its node died still gets what was published meanwhile', { todo: 'eventsource ignores the id-only first frame' }, async () => {
+  // The first frame is a `position` event whose id is where the stream starts: the `eventsource`
+  // package (unlike browsers) takes ids only from frames with data.
+  it('an EventSource that read nothing before its node died still gets what was published meanwhile', async () => {
     const node1 = cluster.url(1);
     const node3 = cluster.url(3);
     await cluster.settle([1, 3]);

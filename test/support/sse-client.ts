@@ -288,9 +288,9 @@ export class RawSseStream {
     }
   }
 
-  /** Blocks that dispatch an event (have data), as {id, type, data}. */
+  /** Blocks that dispatch an event (have data), as {id, type, data}; the opening `position` left out. */
   get events(): SseEvent[] {
-    return this.frames.filter((f) => f.data !== undefined).map((f) => ({ id: f.id ?? '', type: f.event ?? 'message', data: f.data! }));
+    return this.frames.filter((f) => f.data !== undefined && f.event !== 'position').map((f) => ({ id: f.id ?? '', type: f.event ?? 'message', data: f.data! }));
   }
 
   /** The JSON body of a non-200 answer. */

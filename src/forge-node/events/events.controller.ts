@@ -4,14 +4,12 @@ import {
   ForbiddenException,
   Get,
   Headers,
-  HttpException,
-  HttpStatus,
   Query,
   Res,
 } from '@nestjs/common';
 import type { Response } from 'express';
 import type { RepoRef } from '../../bus/index.js';
-import { InvalidLastEventIdError, parseLastEventId, SseHub, SseUnavailableError } from '../../sse/index.js';
+import { InvalidLastEventIdError, parseLastEventId, SseHub } from '../../sse/index.js';
 import { AcceptBrowserTokens, CurrentUser } from '../auth/auth.guard.js';
 import { nameProblem } from '../params.js';
 import { ReposService } from '../repos/repos.service.js';
@@ -46,13 +44,7 @@ export class EventsController {
       }
     }
     const repos = named ?? this.repos.listWatchable(user);
-    try {
-      this.hub.open(res, { user, repos, defaultRepos: named === undefined, lastEventId });
-    } catch (err) {
-      if (!(err instanceof SseUnavailableError)) throw err;
-      res.setHeader('Retry-After', String(err.retryAfterSeconds));
-      throw new HttpException(err.message, HttpStatus.SERVICE_UNAVAILABLE);
-    }
+    this.hub.open(res, { user, repos, defaultRepos: named === undefined, lastEventId });
   }
 
   /** Counters of this node's SSE hub. */

@@ -4,10 +4,10 @@ import {
   Injectable,
   Logger,
   Module,
-  type BeforeApplicationShutdown,
   type DynamicModule,
   type InjectionToken,
   type OnApplicationBootstrap,
+  type OnModuleDestroy,
   type OptionalFactoryDependency,
   type Provider,
 } from '@nestjs/common';
@@ -48,16 +48,20 @@ const hubProvider: Provider = {
     new SseHub(bus, lazyPolicy(moduleRef, policy), { logger: new Logger('SseHub'), ...options }),
 };
 
-/** Starts the hub with the application and ends every stream before the HTTP server closes. */
+/**
+ * Starts the hub with the application. Streams end in onModuleDestroy, the first shutdown
+ * phase: clients reconnect elsewhere at once, whatever other modules' shutdown hooks wait for
+ * (an outbox flush with NATS unreachable can take seconds).
+ */
 @Injectable()
-class SseHubLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown {
+class SseHubLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
   constructor(@Inject(SseHub) private readonly hub: SseHub) {}
 
   onApplicationBootstrap(): void {
     this.hub.start();
   }
 
-  async beforeApplicationShutdown(): Promise<void> {
+  async onModuleDestroy(): Promise<void> {
     await this.hub.close();
   }
 }
