@@ -50,7 +50,12 @@ export const forgeCoreImports = [
     inject: [ConfigService],
     useFactory: (config: ConfigService) => {
       const forge = config.get<ForgeNodeConfig>('forge')!;
-      return { partitions: forge.writePartitions, ackWaitMs: forge.writeAckWaitMs, workers: forge.roles.writer };
+      return {
+        partitions: forge.writePartitions,
+        ackWaitMs: forge.writeAckWaitMs,
+        timeoutMs: forge.writeTimeoutMs,
+        workers: forge.roles.writer,
+      };
     },
   }),
 ];

@@ -28,6 +28,8 @@ export interface ForgeNodeConfig {
   writePartitions: number;
   /** FORGE_WRITE_ACK_WAIT_MS: how long a dead worker's write waits before redelivery (default 30 s). */
   writeAckWaitMs: number;
+  /** FORGE_WRITE_TIMEOUT_MS: how long a write request waits for its result before a 504 (default 60 s). */
+  writeTimeoutMs: number;
   /** Server-Sent Events (GET /api/events); see docs/sse.md. */
   sse: {
     /** FORGE_SSE_HEARTBEAT_MS (default 15 s). */
@@ -92,6 +94,7 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     roles: { web: roles.includes('web'), writer: roles.includes('writer') },
     writePartitions: int('FORGE_WRITE_PARTITIONS', 32, 1)!,
     writeAckWaitMs: int('FORGE_WRITE_ACK_WAIT_MS', 30_000, 1_000)!,
+    writeTimeoutMs: int('FORGE_WRITE_TIMEOUT_MS', 60_000, 1_000)!,
     sse: {
       heartbeatMs: int('FORGE_SSE_HEARTBEAT_MS', 15_000, 100)!,
       retryMs: int('FORGE_SSE_RETRY_MS', 2_000, 0)!,

@@ -50,7 +50,9 @@ describe('serialized repository writes across forge node processes (real git)', 
     nats = await startTestNats();
     dataDir = mkdtempSync(join(tmpdir(), 'forgebus-writes-'));
     // A short ack wait so that a write held by a killed worker comes back within the test.
-    const env = { FORGE_WRITE_ACK_WAIT_MS: '2000', FORGE_WRITE_PARTITIONS: '8' };
+    // 300 commits to one repository are applied one after another (~8 git processes each): on a
+    // busy 2-core machine the last may wait more than the default minute for its result.
+    const env = { FORGE_WRITE_ACK_WAIT_MS: '2000', FORGE_WRITE_PARTITIONS: '8', FORGE_WRITE_TIMEOUT_MS: '240000' };
     nodes = await Promise.all(['w-1', 'w-2', 'w-3'].map((id) => startForgeNode({ id, natsUrl: nats.url, dataDir, env })));
     token = await tokenFor('alice');
   });
