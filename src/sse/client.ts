@@ -1,21 +1,35 @@
+import type { WireFrame } from './frames.js';
 import type { TopicKey } from './topics.js';
+
+/** The socket under a response, as the hub writes to it. */
+export interface SseSocket {
+  cork(): void;
+  uncork(): void;
+  write(chunk: Buffer): boolean;
+  readonly writableLength: number;
+  once(event: 'drain', listener: () => void): unknown;
+  removeListener(event: 'drain', listener: () => void): unknown;
+}
 
 /** What the hub needs of a response: Node's http.ServerResponse has all of it. */
 export interface SseResponse {
+  writeHead(status: number, headers: Record<string, string>): unknown;
+  flushHeaders(): void;
   write(chunk: Buffer): boolean;
   end(): unknown;
   destroy(): unknown;
-  readonly writableLength: number;
   readonly destroyed: boolean;
-  readonly socket: { cork(): void; uncork(): void } | null;
-  once(event: 'close' | 'drain', listener: () => void): unknown;
-  removeListener(event: 'close' | 'drain', listener: () => void): unknown;
+  /** Set by writeHead: the body goes out as HTTP/1.1 chunks (every HTTP/1.1 client). */
+  readonly chunkedEncoding: boolean;
+  readonly socket: SseSocket | null;
+  once(event: 'close', listener: () => void): unknown;
+  removeListener(event: 'close', listener: () => void): unknown;
 }
 
 /** A live frame waiting behind a client's replay (seq undefined: a control frame without id). */
 export interface HeldFrame {
   seq: number | undefined;
-  frame: Buffer;
+  frame: WireFrame;
 }
 
 /**
@@ -31,7 +45,11 @@ export class SseClient {
   held: HeldFrame[] | undefined;
   /** The socket is corked until the end of this tick (writes batched into one syscall). */
   corked = false;
+  /** Something was written since the last heartbeat: no heartbeat needed. */
+  wrote = false;
   closed = false;
+  /** Frames go out as HTTP/1.1 chunks (set from the response once its headers are out). */
+  chunked = false;
 
   constructor(
     readonly id: number,

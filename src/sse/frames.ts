@@ -1,17 +1,34 @@
 /**
  * The SSE wire format (https://html.spec.whatwg.org/multipage/server-sent-events.html). Frames
- * are built once as Buffers and written to every client as they are: no per-client encoding.
- * Event types are checked by the catalog (no line breaks), and JSON.stringify escapes CR and LF,
- * so `data:` is always a single line.
+ * are built once and written to every client as they are: no per-client encoding. Event types
+ * are checked by the catalog (no line breaks), and JSON.stringify escapes CR and LF, so `data:`
+ * is always a single line.
  */
 
-export function eventFrame(seq: number, type: string, json: string): Buffer {
-  return Buffer.from(`id: ${seq}\nevent: ${type}\ndata: ${json}\n\n`);
+const CRLF = Buffer.from('\r\n');
+
+/**
+ * One frame, ready for the socket. The hub writes to the socket itself (Node's response write
+ * path costs more than the write), so a chunked response needs the frame as an HTTP/1.1 chunk:
+ * built on first use and shared by every client.
+ */
+export class WireFrame {
+  private chunk?: Buffer;
+
+  constructor(readonly body: Buffer) {}
+
+  chunked(): Buffer {
+    return (this.chunk ??= Buffer.concat([Buffer.from(`${this.body.length.toString(16)}\r\n`), this.body, CRLF]));
+  }
+}
+
+export function eventFrame(seq: number, type: string, json: string): WireFrame {
+  return new WireFrame(Buffer.from(`id: ${seq}\nevent: ${type}\ndata: ${json}\n\n`));
 }
 
 /** A forgebus control event (`reset`, `access-revoked`); with `id` it also moves the client's position. */
-export function controlFrame(type: string, data: object, id?: number): Buffer {
-  return Buffer.from(`${id === undefined ? '' : `id: ${id}\n`}event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+export function controlFrame(type: string, data: object, id?: number): WireFrame {
+  return new WireFrame(Buffer.from(`${id === undefined ? '' : `id: ${id}\n`}event: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
 }
 
 /**
@@ -21,9 +38,9 @@ export function controlFrame(type: string, data: object, id?: number): Buffer {
  * `eventsource` package only takes ids from dispatched events.) A resuming stream gets only the
  * reconnect delay: its position is its own Last-Event-ID.
  */
-export function preambleFrame(retryMs: number, position?: number): Buffer {
-  if (position === undefined) return Buffer.from(`retry: ${retryMs}\n\n`);
-  return Buffer.from(`retry: ${retryMs}\nid: ${position}\nevent: position\ndata: {"position":${position}}\n\n`);
+export function preambleFrame(retryMs: number, position?: number): WireFrame {
+  if (position === undefined) return new WireFrame(Buffer.from(`retry: ${retryMs}\n\n`));
+  return new WireFrame(Buffer.from(`retry: ${retryMs}\nid: ${position}\nevent: position\ndata: {"position":${position}}\n\n`));
 }
 
 /**
@@ -36,7 +53,7 @@ export function turnAwayFrame(retryMs: number, reason: string): Buffer {
 }
 
 /** A comment line: keeps proxies and load balancers from closing an idle stream. */
-export const HEARTBEAT_FRAME = Buffer.from(':\n\n');
+export const HEARTBEAT_FRAME = new WireFrame(Buffer.from(':\n\n'));
 
 /** Sent just before a node closes its streams on shutdown: reconnect (elsewhere) quickly. */
 export const SHUTDOWN_RETRY_MS = 250;

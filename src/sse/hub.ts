@@ -12,7 +12,7 @@ import {
 } from '../bus/index.js';
 import type { AccessChange, SseAccessPolicy } from './access.js';
 import { SseClient, type SseResponse } from './client.js';
-import { controlFrame, eventFrame, HEARTBEAT_FRAME, preambleFrame, SHUTDOWN_RETRY_MS, turnAwayFrame } from './frames.js';
+import { controlFrame, eventFrame, HEARTBEAT_FRAME, preambleFrame, SHUTDOWN_RETRY_MS, turnAwayFrame, type WireFrame } from './frames.js';
 import { StreamRangeReader } from './replay.js';
 import { repoTopic, SITE_TOPIC, topicOf, TopicIndex, userTopic, type TopicKey } from './topics.js';
 
@@ -22,6 +22,13 @@ const STREAM_HEADERS = {
   Connection: 'keep-alive',
   'X-Accel-Buffering': 'no',
 };
+
+/**
+ * Clients written to in one go before the hub yields to the event loop: a fan-out to 10,000
+ * streams (or a heartbeat to all of them) must not hold everything else for a quarter second.
+ */
+const SLICE = 500;
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 const closedClient = (user: string, res: SseResponse): SseClient => {
   const client = new SseClient(0, user, res, undefined, 0);
@@ -148,7 +155,7 @@ export class SseHub {
    * shutting down, full, or not started turns the client away instead (see turnAwayFrame): the
    * returned client is then already closed.
    */
-  open(res: SseResponse & { writeHead(status: number, headers: Record<string, string>): unknown }, request: SseStreamRequest): SseClient {
+  open(res: SseResponse, request: SseStreamRequest): SseClient {
     const refusal = this.closing
       ? { reason: 'this node is shutting down: reconnect to another node', retryMs: SHUTDOWN_RETRY_MS }
       : !this.bus.feed.running
@@ -168,10 +175,13 @@ export class SseHub {
     // The browser left while the application was authorizing it: 'close' has fired already.
     if (res.destroyed) return closedClient(request.user, res);
     res.writeHead(200, STREAM_HEADERS);
+    // Headers go out now; from here on the hub writes frames to the socket itself.
+    res.flushHeaders();
     const position = this.position;
     const last = request.lastEventId;
     const requested = request.defaultRepos ? undefined : new Set(request.repos.map(repoTopic));
     const client = new SseClient(this.nextClientId++, request.user, res, requested, last ?? position);
+    client.chunked = res.chunkedEncoding;
     this.subscribe(client, SITE_TOPIC);
     this.subscribe(client, userTopic(request.user));
     for (const repo of request.repos) this.subscribe(client, repoTopic(repo));
@@ -199,9 +209,8 @@ export class SseHub {
     this.replayLimit.clearQueue();
     const goodbye = preambleFrame(SHUTDOWN_RETRY_MS);
     for (const client of [...this.clients]) {
-      if (!client.res.destroyed) client.res.write(goodbye);
-      client.res.end();
-      this.remove(client);
+      this.write(client, goodbye);
+      this.end(client);
     }
   }
 
@@ -210,19 +219,40 @@ export class SseHub {
   private dispatch(event: DeliveredEvent): Promise<void> | void {
     const change = this.policy.accessChange(event);
     if (change) return this.dispatchAccessChange(event, change);
-    this.deliver(event);
+    return this.deliver(event);
   }
 
-  private deliver(event: DeliveredEvent): void {
+  /** Synchronous for the usual handful of watchers; in slices (and awaited by the feed) for many. */
+  private deliver(event: DeliveredEvent): Promise<void> | void {
     const topic = topicOf(event.envelope);
     const members = topic === SITE_TOPIC ? this.clients : this.index.get(topic);
     if (!members || members.size === 0) return;
     const frame = eventFrame(event.seq, event.envelope.type, JSON.stringify(event.envelope));
-    for (const client of members) this.send(client, event.seq, frame);
+    if (members.size <= SLICE) {
+      for (const client of members) this.send(client, event.seq, frame);
+      return;
+    }
+    return this.deliverInSlices(members, event.seq, frame);
+  }
+
+  private async deliverInSlices(members: ReadonlySet<SseClient>, seq: number, frame: WireFrame): Promise<void> {
+    // A client that connects between slices starts before this event: the loop below, which
+    // walks the live set (new members come last), gives it the event too.
+    const outer = this.dispatching;
+    this.dispatching = seq;
+    try {
+      let n = 0;
+      for (const client of members) {
+        this.send(client, seq, frame);
+        if (++n % SLICE === 0) await nextTurn();
+      }
+    } finally {
+      this.dispatching = outer;
+    }
   }
 
   /** Writes (or holds, during a replay) one frame; never a sequence the client already has. */
-  private send(client: SseClient, seq: number, frame: Buffer): void {
+  private send(client: SseClient, seq: number, frame: WireFrame): void {
     if (seq <= client.lastSentSeq || client.closed) return;
     if (client.held) {
       if (client.held.length >= this.options.maxHeldEvents) return this.dropSlow(client, 'too many live events waiting behind its replay');
@@ -235,7 +265,7 @@ export class SseHub {
   }
 
   /** A frame without an id (access-revoked): in order behind a replay, like the events. */
-  private sendControl(client: SseClient, frame: Buffer): void {
+  private sendControl(client: SseClient, frame: WireFrame): void {
     if (client.held) client.held.push({ seq: undefined, frame });
     else this.write(client, frame);
   }
@@ -244,32 +274,44 @@ export class SseHub {
    * Writes are corked until the end of the tick, so a burst of events leaves in one syscall per
    * client; the slow-client check runs after the flush, on what the socket could not take.
    */
-  private write(client: SseClient, frame: Buffer): void {
-    if (client.closed) return;
+  private write(client: SseClient, frame: WireFrame): boolean {
+    const socket = client.res.socket;
+    if (client.closed || !socket) return true;
     if (!client.corked) {
-      const socket = client.res.socket;
-      if (socket) {
-        socket.cork();
-        client.corked = true;
-        if (this.corked.push(client) === 1) process.nextTick(() => this.uncorkAll());
-      }
+      socket.cork();
+      client.corked = true;
+      if (this.corked.push(client) === 1) process.nextTick(() => this.uncorkAll());
     }
-    client.res.write(frame);
+    client.wrote = true;
+    return socket.write(client.chunked ? frame.chunked() : frame.body);
   }
 
   private uncorkAll(): void {
     const clients = this.corked.splice(0);
     for (const client of clients) {
+      const socket = client.res.socket;
+      if (!client.corked || !socket) continue;
       client.corked = false;
-      client.res.socket?.uncork();
-      if (!client.closed && client.held === undefined && client.res.writableLength > this.options.maxBufferedBytes) {
-        this.dropSlow(client, `${client.res.writableLength} bytes unsent`);
+      socket.uncork();
+      if (!client.closed && client.held === undefined && socket.writableLength > this.options.maxBufferedBytes) {
+        this.dropSlow(client, `${socket.writableLength} bytes unsent`);
       }
     }
   }
 
+  /** Only streams that were silent since the last beat need one; in slices, not all at once. */
   private beat(): void {
-    for (const client of this.clients) this.write(client, HEARTBEAT_FRAME);
+    const silent: SseClient[] = [];
+    for (const client of this.clients) {
+      if (!client.wrote) silent.push(client);
+      client.wrote = false;
+    }
+    void (async () => {
+      for (let i = 0; i < silent.length; i += SLICE) {
+        if (i > 0) await nextTurn();
+        for (const client of silent.slice(i, i + SLICE)) this.write(client, HEARTBEAT_FRAME);
+      }
+    })();
   }
 
   private onGap(gap: FeedGap): void {
@@ -299,7 +341,7 @@ export class SseHub {
           this.stats.accessGranted++;
         }
       }
-      this.deliver(event);
+      await this.deliver(event);
       const revoked = controlFrame('access-revoked', { repo: change.repo });
       for (const [client, allowed] of decisions) {
         if (!allowed && !client.closed && client.topics.has(topic)) {
@@ -383,8 +425,8 @@ export class SseHub {
       client.lastSentSeq = event.seq;
       this.stats.deliveries++;
       this.stats.replayedEvents++;
-      if (!client.res.write(eventFrame(event.seq, event.envelope.type, JSON.stringify(event.envelope)))) {
-        if (client.res.writableLength > this.options.maxBufferedBytes && !(await this.drained(client))) {
+      if (!this.write(client, eventFrame(event.seq, event.envelope.type, JSON.stringify(event.envelope)))) {
+        if (client.res.socket!.writableLength > this.options.maxBufferedBytes && !(await this.drained(client))) {
           return this.dropSlow(client, 'it did not read its replay');
         }
       }
@@ -404,17 +446,19 @@ export class SseHub {
 
   /** Resolves true when the client has read its buffer, false when it closed or stalled. */
   private drained(client: SseClient): Promise<boolean> {
+    const socket = client.res.socket;
+    if (!socket) return Promise.resolve(false);
     return new Promise((resolve) => {
       const done = (ok: boolean) => {
         clearTimeout(timer);
-        client.res.removeListener('drain', onDrain);
+        socket.removeListener('drain', onDrain);
         client.res.removeListener('close', onClose);
         resolve(ok);
       };
       const onDrain = () => done(true);
       const onClose = () => done(false);
       const timer = setTimeout(() => done(false), this.options.replayStallMs);
-      client.res.once('drain', onDrain);
+      socket.once('drain', onDrain);
       client.res.once('close', onClose);
     });
   }
@@ -440,6 +484,11 @@ export class SseHub {
   }
 
   private end(client: SseClient): void {
+    // After our own socket writes: end() adds the last chunk; corked data goes out first.
+    if (client.corked) {
+      client.corked = false;
+      client.res.socket?.uncork();
+    }
     client.res.end();
     this.remove(client);
   }

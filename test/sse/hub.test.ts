@@ -22,16 +22,28 @@ interface Frame {
 
 const CONTROL_EVENTS = new Set(['position', 'reset', 'access-revoked']);
 
+class FakeSocket extends EventEmitter {
+  writableLength = 0;
+  constructor(private readonly res: FakeResponse) {
+    super();
+  }
+  cork(): void {}
+  uncork(): void {}
+  write(chunk: Buffer): boolean {
+    return this.res.write(chunk);
+  }
+}
+
 class FakeResponse extends EventEmitter {
   readonly chunks: string[] = [];
   status?: number;
   headers?: Record<string, string>;
-  writableLength = 0;
   destroyed = false;
   ended = false;
+  readonly chunkedEncoding = false;
   /** A client that stopped reading: everything written stays unsent. */
   stalled = false;
-  readonly socket = { cork: () => undefined, uncork: () => undefined };
+  readonly socket = new FakeSocket(this);
 
   writeHead(status: number, headers: Record<string, string>): this {
     this.status = status;
@@ -39,10 +51,12 @@ class FakeResponse extends EventEmitter {
     return this;
   }
 
+  flushHeaders(): void {}
+
   write(chunk: Buffer): boolean {
     if (this.destroyed || this.ended) return false;
     this.chunks.push(chunk.toString());
-    if (this.stalled) this.writableLength += chunk.length;
+    if (this.stalled) this.socket.writableLength += chunk.length;
     return !this.stalled;
   }
 
@@ -184,6 +198,37 @@ describe('SSE hub', () => {
     assert.equal(first!.event, 'issue.created');
     assert.deepEqual(JSON.parse(first!.data!).repo, x);
     assert.equal(hub.stats.deliveries, 3);
+  });
+
+  it('delivers to more watchers than one slice, in order, every client every event', async () => {
+    const hub = await newHub(new MemoryPolicy());
+    const x = freshRepo();
+    const clients = Array.from({ length: 1_234 }, (_, i) => {
+      const res = new FakeResponse();
+      hub.open(res, { user: `u${i}`, repos: [x], defaultRepos: false });
+      return res;
+    });
+    const seqs: number[] = [];
+    for (let n = 1; n <= 5; n++) seqs.push((await bus.publish(issue(x, n))).seq);
+    await eventually(() => clients.every((c) => c.eventIds().length === seqs.length), 10_000, 'every client got every event');
+    for (const res of clients) assert.deepEqual(res.eventIds(), seqs);
+  });
+
+  it('sends heartbeats only to streams that were silent since the last one', async () => {
+    const hub = await newHub(new MemoryPolicy(), { heartbeatMs: 150 });
+    const x = freshRepo();
+    const busy = new FakeResponse();
+    const silent = new FakeResponse();
+    hub.open(busy, { user: 'ann', repos: [x], defaultRepos: false });
+    hub.open(silent, { user: 'ben', repos: [], defaultRepos: false });
+    const heartbeats = (res: FakeResponse) => res.chunks.filter((c) => c === ':\n\n').length;
+    const until = Date.now() + 1_000;
+    while (Date.now() < until) {
+      await bus.publish(issue(x, 1));
+      await sleep(20);
+    }
+    assert.ok(heartbeats(silent) >= 3, `silent stream got ${heartbeats(silent)} heartbeats`);
+    assert.equal(heartbeats(busy), 0);
   });
 
   it('a fresh stream starts at the hub position, so a drop before the first event still resumes exactly', async () => {
