@@ -14,7 +14,7 @@ import type { AccessChange, SseAccessPolicy } from './access.js';
 import { SseClient, type SseResponse } from './client.js';
 import { controlFrame, eventFrame, HEARTBEAT_FRAME, preambleFrame, SHUTDOWN_RETRY_MS, turnAwayFrame, type WireFrame } from './frames.js';
 import { StreamRangeReader } from './replay.js';
-import { repoTopic, SITE_TOPIC, topicOf, TopicIndex, userTopic, type TopicKey } from './topics.js';
+import { repoTopic, SITE_TOPIC, topicOf, topicOfSubject, TopicIndex, userTopic, type TopicKey } from './topics.js';
 
 const STREAM_HEADERS = {
   'Content-Type': 'text/event-stream; charset=utf-8',
@@ -415,13 +415,15 @@ export class SseHub {
       if (client.closed) return;
       let event: DeliveredEvent;
       try {
+        // The subject names the topic: most of a busy stream is skipped without being decoded.
+        const topic = topicOfSubject(msg.subject);
+        if (topic !== SITE_TOPIC && !client.topics.has(topic)) continue;
+        // decode also checks that the envelope belongs on this subject (so on this topic).
         event = decodeDeliveredEvent(msg, this.bus.catalog, this.bus.events);
       } catch {
         this.stats.malformed++;
         continue;
       }
-      const topic = topicOf(event.envelope);
-      if (topic !== SITE_TOPIC && !client.topics.has(topic)) continue;
       client.lastSentSeq = event.seq;
       this.stats.deliveries++;
       this.stats.replayedEvents++;

@@ -1,4 +1,4 @@
-import type { EventEnvelope, RepoRef } from '../bus/index.js';
+import { parseEventSubject, type EventEnvelope, type RepoRef } from '../bus/index.js';
 
 /**
  * What a client listens to: one repository, one user, or the whole site. Keys are strings so
@@ -15,6 +15,15 @@ export function topicOf(envelope: EventEnvelope): TopicKey {
   if (envelope.repo) return repoTopic(envelope.repo);
   if (envelope.user !== undefined) return userTopic(envelope.user);
   return SITE_TOPIC;
+}
+
+/**
+ * The topic of a stored message, from its subject alone: a replay skips what the client does
+ * not watch before paying for JSON and validation. Throws on a subject that is not an event's.
+ */
+export function topicOfSubject(subject: string): TopicKey {
+  const { scope } = parseEventSubject(subject);
+  return scope.kind === 'repo' ? repoTopic(scope.repo) : scope.kind === 'user' ? userTopic(scope.user) : SITE_TOPIC;
 }
 
 /** Topic → members; the fan-out index of one process. */
