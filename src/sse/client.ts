@@ -45,6 +45,8 @@ export class SseClient {
   held: HeldFrame[] | undefined;
   /** The socket is corked until the end of this tick (writes batched into one syscall). */
   corked = false;
+  /** Bytes written in this tick: a backlog no bigger than that is one large event, not a slow reader. */
+  tickBytes = 0;
   /** Something was written since the last heartbeat: no heartbeat needed. */
   wrote = false;
   closed = false;

@@ -283,7 +283,9 @@ export class SseHub {
       if (this.corked.push(client) === 1) process.nextTick(() => this.uncorkAll());
     }
     client.wrote = true;
-    return socket.write(client.chunked ? frame.chunked() : frame.body);
+    const bytes = client.chunked ? frame.chunked() : frame.body;
+    client.tickBytes += bytes.length;
+    return socket.write(bytes);
   }
 
   private uncorkAll(): void {
@@ -293,9 +295,13 @@ export class SseHub {
       if (!client.corked || !socket) continue;
       client.corked = false;
       socket.uncork();
-      if (!client.closed && client.held === undefined && socket.writableLength > this.options.maxBufferedBytes) {
-        this.dropSlow(client, `${socket.writableLength} bytes unsent`);
+      // Slow = more unsent than the limit AND than this tick's own writes: an event larger than
+      // the limit, still on its way to a client that reads, is not a reason to drop it.
+      const unsent = socket.writableLength;
+      if (!client.closed && client.held === undefined && unsent > this.options.maxBufferedBytes && unsent > client.tickBytes) {
+        this.dropSlow(client, `${unsent} bytes unsent`);
       }
+      client.tickBytes = 0;
     }
   }
 

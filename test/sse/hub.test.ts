@@ -43,6 +43,8 @@ class FakeResponse extends EventEmitter {
   readonly chunkedEncoding = false;
   /** A client that stopped reading: everything written stays unsent. */
   stalled = false;
+  /** A client that reads, but each write is still on its way when the next check comes. */
+  lagging = false;
   readonly socket = new FakeSocket(this);
 
   writeHead(status: number, headers: Record<string, string>): this {
@@ -57,6 +59,7 @@ class FakeResponse extends EventEmitter {
     if (this.destroyed || this.ended) return false;
     this.chunks.push(chunk.toString());
     if (this.stalled) this.socket.writableLength += chunk.length;
+    else if (this.lagging) this.socket.writableLength = chunk.length;
     return !this.stalled;
   }
 
@@ -356,6 +359,20 @@ describe('SSE hub', () => {
     assert.ok(slow.eventIds().length < seqs.length);
     assert.deepEqual(fast.eventIds(), seqs);
     assert.equal(hub.stats.clients, 1);
+  });
+
+  it('does not take one event larger than the limit, on its way to a client that reads, for a slow client', async () => {
+    const hub = await newHub(new MemoryPolicy(), { maxBufferedBytes: 4_096 });
+    const x = freshRepo();
+    const res = new FakeResponse();
+    hub.open(res, { user: 'ann', repos: [x], defaultRepos: false });
+    res.lagging = true;
+    const seqs: number[] = [];
+    for (let n = 1; n <= 3; n++) seqs.push(await publish({ type: 'issue.created', repo: x, payload: { number: n, title: 'x'.repeat(10_000) } }));
+    await sleep(20);
+    assert.equal(res.destroyed, false);
+    assert.deepEqual(res.eventIds(), seqs);
+    assert.equal(hub.stats.slowDisconnects, 0);
   });
 
   it('disconnects a resuming client that does not read its replay, and frees the replay slot', async () => {
