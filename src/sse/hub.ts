@@ -232,10 +232,10 @@ export class SseHub {
       for (const client of members) this.send(client, event.seq, frame);
       return;
     }
-    return this.deliverInSlices(members, event.seq, frame);
+    return this.deliverInSlices(topic, members, event.seq, frame);
   }
 
-  private async deliverInSlices(members: ReadonlySet<SseClient>, seq: number, frame: WireFrame): Promise<void> {
+  private async deliverInSlices(topic: TopicKey, members: ReadonlySet<SseClient>, seq: number, frame: WireFrame): Promise<void> {
     // A client that connects between slices starts before this event: the loop below, which
     // walks the live set (new members come last), gives it the event too.
     const outer = this.dispatching;
@@ -246,6 +246,10 @@ export class SseHub {
         this.send(client, seq, frame);
         if (++n % SLICE === 0) await nextTurn();
       }
+      // Had the topic emptied meanwhile, new watchers are in a new set: they need the event too
+      // (send skips whoever has it already).
+      const current = topic === SITE_TOPIC ? this.clients : this.index.get(topic);
+      if (current && current !== members) for (const client of current) this.send(client, seq, frame);
     } finally {
       this.dispatching = outer;
     }

@@ -55,9 +55,12 @@ class FakeResponse extends EventEmitter {
 
   flushHeaders(): void {}
 
+  onWrite?: (chunk: string) => void;
+
   write(chunk: Buffer): boolean {
     if (this.destroyed || this.ended) return false;
     this.chunks.push(chunk.toString());
+    this.onWrite?.(chunk.toString());
     if (this.stalled) this.socket.writableLength += chunk.length;
     else if (this.lagging) this.socket.writableLength = chunk.length;
     return !this.stalled;
@@ -215,6 +218,34 @@ describe('SSE hub', () => {
     for (let n = 1; n <= 5; n++) seqs.push((await bus.publish(issue(x, n))).seq);
     await eventually(() => clients.every((c) => c.eventIds().length === seqs.length), 10_000, 'every client got every event');
     for (const res of clients) assert.deepEqual(res.eventIds(), seqs);
+  });
+
+  it('a stream that opens while an event is being written in slices gets the event, even if every watcher left meanwhile', async () => {
+    const hub = await newHub(new MemoryPolicy());
+    const x = freshRepo();
+    const watchers = Array.from({ length: 600 }, (_, i) => {
+      const res = new FakeResponse();
+      hub.open(res, { user: `u${i}`, repos: [x], defaultRepos: false });
+      return res;
+    });
+    const latecomer = new FakeResponse();
+    let seen = 0;
+    for (const res of watchers) {
+      res.onWrite = (chunk) => {
+        // After the first slice, before the next: everyone leaves and a new stream opens.
+        if (chunk.includes('issue.created') && ++seen === 500) {
+          setImmediate(() => {
+            for (const w of watchers) w.destroy();
+            hub.open(latecomer, { user: 'late', repos: [x], defaultRepos: false });
+          });
+        }
+      };
+    }
+    const seq = await publish(issue(x, 1));
+    await eventually(() => latecomer.status === 200, 5_000, 'the latecomer to open');
+    const position = Number(latecomer.frames()[0]!.id);
+    assert.equal(position, seq - 1, 'the latecomer starts before the event being written');
+    await eventually(() => latecomer.eventIds().includes(seq), 5_000, 'the latecomer to get the event');
   });
 
   it('sends heartbeats only to streams that were silent since the last one', async () => {
