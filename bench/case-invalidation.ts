@@ -23,7 +23,7 @@ import { ForgeBus } from '../src/bus/bus.js';
 import type { BenchContext, Row } from './cases.js';
 import { resetEventStream } from './cases.js';
 import { BenchChild } from './children.js';
-import { cpuMeter, log, median, now, percentile, REPO, sleep, TimeoutError, withTimeout, type AnyMessage, type CpuShare } from './common.js';
+import { cpuMeter, log, median, now, paced, percentile, REPO, sleep, TimeoutError, withTimeout, type AnyMessage, type CpuShare } from './common.js';
 import { int, ms, pct, type Report } from './report.js';
 
 const NODES = 3;
@@ -65,29 +65,6 @@ interface RunResult {
   /** Events after which a node removed no entry, or more than one (must stay 0). */
   removalMismatches: number;
   children: Omit<ChildReport, 'gone'>[];
-}
-
-/**
- * Calls `fire(i)` for i = 0..n-1 at `rate` per second on average: on each timer tick it fires
- * every event whose time has come. Node's timers have a 1 ms granularity, so at 1,000/s an event
- * goes out every tick (sometimes two), at 10,000/s about ten per tick. A busy loop would be
- * smoother, but it would take one of the machine's two cores from the processes measured.
- */
-async function paced(n: number, rate: number, fire: (i: number) => void): Promise<{ maxBurst: number }> {
-  const t0 = now();
-  const intervalNs = 1e9 / rate;
-  let i = 0;
-  let maxBurst = 0;
-  while (i < n) {
-    const due = Math.min(n, Math.floor(Number(now() - t0) / intervalNs) + 1);
-    const burst = due - i;
-    if (burst > maxBurst) maxBurst = burst;
-    while (i < due) fire(i++);
-    if (i >= n) break;
-    const waitMs = (i * intervalNs - Number(now() - t0)) / 1e6;
-    await sleep(Math.max(0, waitMs));
-  }
-  return { maxBurst };
 }
 
 const sortedFinite = (a: Float64Array): Float64Array => a.filter((v) => Number.isFinite(v)).sort();

@@ -41,7 +41,7 @@ import { ForgeBus } from '../src/bus/bus.js';
 import { signUserToken } from '../src/forge-node/auth/tokens.js';
 import type { BenchContext, Row } from './cases.js';
 import { BenchChild } from './children.js';
-import { cpuMeter, log, median, now, processCpuUs, sleep, type AnyMessage, type CpuShare } from './common.js';
+import { cpuMeter, log, median, now, paced, processCpuUs, sleep, type AnyMessage, type CpuShare } from './common.js';
 import { startForgeNodeProcess, type ForgeNodeProcess } from './forge-node-process.js';
 import { int, pct, type Report } from './report.js';
 
@@ -282,25 +282,6 @@ function streams(n: number, repos: number, firstIndex = 0, userParam = false): {
 }
 
 // ---- publishing ----------------------------------------------------------------------------------
-
-/**
- * Calls `fire(i)` for i = 0..n-1 at `rate` per second: on each timer tick, every event whose time
- * has come (as case inv does; a busy loop would take a core from the processes measured).
- */
-async function paced(n: number, rate: number, fire: (i: number) => void): Promise<{ maxBurst: number }> {
-  const t0 = now();
-  const intervalNs = 1e9 / rate;
-  let i = 0;
-  let maxBurst = 0;
-  while (i < n) {
-    const due = Math.min(n, Math.floor(Number(now() - t0) / intervalNs) + 1);
-    if (due - i > maxBurst) maxBurst = due - i;
-    while (i < due) fire(i++);
-    if (i >= n) break;
-    await sleep(Math.max(0, (i * intervalNs - Number(now() - t0)) / 1e6));
-  }
-  return { maxBurst };
-}
 
 /** Node 1: publishes issue.created with the publisher's clock in the title. */
 class Publisher {
@@ -813,37 +794,23 @@ export async function caseSseConns(ctx: BenchContext): Promise<Row[]> {
     await sse?.stop();
   }
 
-  const rows: string[][] = [];
-  for (const s of forge) {
-    rows.push([
-      'forge node (NestJS + Express + SseHub)',
-      int(s.connections),
-      int(s.serverClients),
-      f1(s.openSeconds),
-      int(s.connections / s.openSeconds),
-      s.nodeCpuUsPerOpen === undefined ? '-' : int(s.nodeCpuUsPerOpen),
-      mb(s.rss),
-      kb((s.rss - baseline.rss) / s.connections),
-      mb(s.heapUsed),
-      kb((s.heapUsed - baseline.heap) / s.connections),
-      f1(s.loopMaxMs ?? NaN),
-    ]);
-  }
-  for (const s of embedded) {
-    rows.push([
-      'SseHub on plain node:http (bench-only)',
-      int(s.connections),
-      int(s.serverClients),
-      f1(s.openSeconds),
-      int(s.connections / s.openSeconds),
-      s.nodeCpuUsPerOpen === undefined ? '-' : int(s.nodeCpuUsPerOpen),
-      mb(s.rss),
-      kb((s.rss - hubBaseline.rss) / s.connections),
-      mb(s.heapUsed),
-      kb((s.heapUsed - hubBaseline.heap) / s.connections),
-      f1(s.loopMaxMs ?? NaN),
-    ]);
-  }
+  const row = (label: string, s: (typeof forge)[number], base: { rss: number; heap: number }): string[] => [
+    label,
+    int(s.connections),
+    int(s.serverClients),
+    f1(s.openSeconds),
+    int(s.connections / s.openSeconds),
+    s.nodeCpuUsPerOpen === undefined ? '-' : int(s.nodeCpuUsPerOpen),
+    mb(s.rss),
+    kb((s.rss - base.rss) / s.connections),
+    mb(s.heapUsed),
+    kb((s.heapUsed - base.heap) / s.connections),
+    f1(s.loopMaxMs ?? NaN),
+  ];
+  const rows: string[][] = [
+    ...forge.map((s) => row('forge node (NestJS + Express + SseHub)', s, baseline)),
+    ...embedded.map((s) => row('SseHub on plain node:http (bench-only)', s, hubBaseline)),
+  ];
   const last = forge[forge.length - 1];
   if (last) {
     const perConn = (last.rss - baseline.rss) / last.connections;

@@ -66,6 +66,19 @@ const quietLogger: BusLogger = { log: () => undefined, warn: (m) => console.erro
 
 let handler: (req: IncomingMessage, res: ServerResponse) => void;
 
+/** The baselines' stream start (no ids, no resume): 404 for a bad request, else headers and retry. */
+function openBaselineStream(req: IncomingMessage, res: ServerResponse): ReturnType<typeof parse> {
+  const r = parse(req);
+  if (!r) {
+    res.writeHead(404).end();
+    return r;
+  }
+  res.writeHead(200, HEADERS);
+  res.write('retry: 2000\n\n');
+  perSubClients++;
+  return r;
+}
+
 if (variant === 'hub') {
   bus = await ForgeBus.connect({ nodeId: `bench-sse-hub-${process.pid}`, connection: { servers: url } });
   hub = new SseHub(
@@ -107,15 +120,9 @@ if (variant === 'hub') {
     },
   });
   handler = (req, res) => {
-    const r = parse(req);
-    if (!r) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, HEADERS);
-    res.write('retry: 2000\n\n');
+    const r = openBaselineStream(req, res);
+    if (!r) return;
     const socket = res.socket!;
-    perSubClients++;
     for (const repo of r.repos) {
       const key = `${repo.owner}/${repo.name}`;
       let set = sockets.get(key);
@@ -132,14 +139,8 @@ if (variant === 'hub') {
   const NLNL = Buffer.from('\n\n');
   let nextId = 1;
   handler = (req, res) => {
-    const r = parse(req);
-    if (!r) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, HEADERS);
-    res.write('retry: 2000\n\n');
-    perSubClients++;
+    const r = openBaselineStream(req, res);
+    if (!r) return;
     const mine: Subscription[] = r.repos.map((repo) =>
       nc!.subscribe(repoSubjectFilter(repo), {
         callback: (err, msg) => {
