@@ -54,7 +54,6 @@ export class SseClient {
   chunked = false;
 
   constructor(
-    readonly id: number,
     readonly user: string,
     readonly res: SseResponse,
     /** Repository topics the client asked for by name; undefined = its default set, which follows grants. */

@@ -31,7 +31,7 @@ const SLICE = 500;
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 const closedClient = (user: string, res: SseResponse): SseClient => {
-  const client = new SseClient(0, user, res, undefined, 0);
+  const client = new SseClient(user, res, undefined, 0);
   client.closed = true;
   return client;
 };
@@ -112,7 +112,6 @@ export class SseHub {
   private readonly corked: SseClient[] = [];
   private subscriptions: FeedSubscription[] = [];
   private heartbeat?: NodeJS.Timeout;
-  private nextClientId = 1;
   /** Sequence whose dispatch is waiting on the access policy: not yet "live" for new clients. */
   private dispatching?: number;
   private closing = false;
@@ -180,7 +179,7 @@ export class SseHub {
     const position = this.position;
     const last = request.lastEventId;
     const requested = request.defaultRepos ? undefined : new Set(request.repos.map(repoTopic));
-    const client = new SseClient(this.nextClientId++, request.user, res, requested, last ?? position);
+    const client = new SseClient(request.user, res, requested, last ?? position);
     client.chunked = res.chunkedEncoding;
     this.subscribe(client, SITE_TOPIC);
     this.subscribe(client, userTopic(request.user));
@@ -225,7 +224,7 @@ export class SseHub {
   /** Synchronous for the usual handful of watchers; in slices (and awaited by the feed) for many. */
   private deliver(event: DeliveredEvent): Promise<void> | void {
     const topic = topicOf(event.envelope);
-    const members = topic === SITE_TOPIC ? this.clients : this.index.get(topic);
+    const members = this.membersOf(topic);
     if (!members || members.size === 0) return;
     const frame = eventFrame(event.seq, event.envelope.type, JSON.stringify(event.envelope));
     if (members.size <= SLICE) {
@@ -248,11 +247,16 @@ export class SseHub {
       }
       // Had the topic emptied meanwhile, new watchers are in a new set: they need the event too
       // (send skips whoever has it already).
-      const current = topic === SITE_TOPIC ? this.clients : this.index.get(topic);
+      const current = this.membersOf(topic);
       if (current && current !== members) for (const client of current) this.send(client, seq, frame);
     } finally {
       this.dispatching = outer;
     }
+  }
+
+  /** Every client receives site events; the index holds the others. */
+  private membersOf(topic: TopicKey): ReadonlySet<SseClient> | undefined {
+    return topic === SITE_TOPIC ? this.clients : this.index.get(topic);
   }
 
   /** Writes (or holds, during a replay) one frame; never a sequence the client already has. */
