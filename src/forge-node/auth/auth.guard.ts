@@ -28,7 +28,7 @@ export const AcceptBrowserTokens = () => SetMetadata(BROWSER_TOKENS, true);
 /** The session cookie set by the web page: its value is the user's JWT. */
 export const SESSION_COOKIE = 'forge_token';
 
-type AuthedRequest = Request & { user?: string };
+type AuthedRequest = Request & { user?: string; token?: string };
 
 /**
  * `Authorization: Bearer <JWT>` on every route not marked @Public() (plus the query parameter
@@ -48,6 +48,7 @@ export class AuthGuard implements CanActivate {
     const token = this.tokenOf(request, browser === true);
     try {
       request.user = await verifyUserToken(this.config.secret, token);
+      request.token = token;
     } catch (err) {
       if (err instanceof TokenError) throw new UnauthorizedException(err.message);
       throw err;
@@ -80,4 +81,11 @@ export const CurrentUser = createParamDecorator((_: unknown, context: ExecutionC
   const user = context.switchToHttp().getRequest<AuthedRequest>().user;
   if (!user) throw new UnauthorizedException('not authenticated');
   return user;
+});
+
+/** The verified token itself (for handing it on, e.g. as the session cookie). */
+export const CurrentToken = createParamDecorator((_: unknown, context: ExecutionContext): string => {
+  const token = context.switchToHttp().getRequest<AuthedRequest>().token;
+  if (!token) throw new UnauthorizedException('not authenticated');
+  return token;
 });

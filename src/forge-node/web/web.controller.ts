@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { Controller, Delete, Get, Header, HttpCode, Inject, Post, Req, Res, UnauthorizedException } from '@nestjs/common';
+import { Controller, Delete, Get, Header, HttpCode, Inject, Post, Req, Res } from '@nestjs/common';
 import { parse, serialize, type SerializeOptions } from 'cookie';
 import type { Request, Response } from 'express';
 import { decodeJwt } from 'jose';
 import { ForgeBus } from '../../bus/index.js';
-import { CurrentUser, Public, SESSION_COOKIE } from '../auth/auth.guard.js';
+import { CurrentToken, CurrentUser, Public, SESSION_COOKIE } from '../auth/auth.guard.js';
 import { TokenError, verifyUserToken } from '../auth/tokens.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
 import { renderPage } from './page.js';
@@ -58,9 +58,12 @@ export class WebController {
   @Post('api/session')
   @HttpCode(200)
   @Header('Cache-Control', 'no-store')
-  session(@Req() req: Request, @Res({ passthrough: true }) res: Response, @CurrentUser() user: string): { user: string } {
-    const token = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    if (!token) throw new UnauthorizedException('POST /api/session needs "Authorization: Bearer <token>"');
+  session(
+    @Req() req: Request,
+    @Res({ passthrough: true }) res: Response,
+    @CurrentUser() user: string,
+    @CurrentToken() token: string,
+  ): { user: string } {
     let maxAge = DEFAULT_MAX_AGE_S;
     const exp = decodeJwt(token).exp;
     if (typeof exp === 'number') maxAge = Math.max(0, Math.floor(exp - Date.now() / 1000));
