@@ -2,7 +2,7 @@ import type { NatsConnection, Status } from '@nats-io/transport-node';
 import { EventCatalog, type EventDefinition } from './catalog/catalog.js';
 import { BUILTIN_EVENTS, type ForgeEventPayloads } from './catalog/events.js';
 import { connectBus, type BusConnectionOptions } from './connection.js';
-import type { EventEnvelope } from './envelope.js';
+import type { DeliveredEvent, EventEnvelope } from './envelope.js';
 import { ForgeBusConfigError } from './errors.js';
 import { EventFactory, type EventInput, type KnownEventInput } from './event-factory.js';
 import { EventFeed, type EventFeedOptions, type EventHandler, type FeedSubscription } from './feed.js';
@@ -135,7 +135,12 @@ export class ForgeBus {
       .then((ack) => ({ seq: ack.seq, duplicate: ack.duplicate, envelope, subject }));
   }
 
-  /** Registers a feed handler (see EventFeed.subscribe). */
+  /**
+   * Registers a feed handler (see EventFeed.subscribe). A single built-in event type gives the
+   * handler its typed payload: `bus.on('issue.deleted', ({ envelope }) => envelope.payload.number)`.
+   */
+  on<T extends keyof ForgeEventPayloads>(type: T, handler: (event: DeliveredEvent<ForgeEventPayloads[T]>) => unknown, filter?: EventFilter): FeedSubscription;
+  on(patterns: TypePattern | TypePattern[], handler: EventHandler, filter?: EventFilter): FeedSubscription;
   on(patterns: TypePattern | TypePattern[], handler: EventHandler, filter?: EventFilter): FeedSubscription {
     return this.feed.subscribe(patterns, handler, filter);
   }

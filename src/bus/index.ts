@@ -1,15 +1,131 @@
-export * from './bus.js';
-export * from './catalog/catalog.js';
-export * from './catalog/events.js';
-export * from './connection.js';
-export * from './decode.js';
-export * from './envelope.js';
-export * from './errors.js';
-export * from './event-factory.js';
-export * from './feed.js';
-export * from './logger.js';
-export * from './outbox.js';
-export * from './patterns.js';
-export * from './publisher.js';
-export * from './streams.js';
-export * from './subjects.js';
+/**
+ * The core's internal barrel: what the capabilities (cache, sse, repo-writes), the Nest face,
+ * the example node and the tests build on. Not a package entry: users import `forgebus`
+ * (src/index.ts), whose export list is the public API.
+ */
+export {
+  ForgeBus,
+  type ForgeBusOptions,
+  type PublishedEvent,
+} from './bus.js';
+export {
+  DEFAULT_NATS_URL,
+  parseServers,
+  reconnectBackoff,
+  connectBus,
+  type BusCredentials,
+  type BusConnectionOptions,
+} from './connection.js';
+export {
+  newEventId,
+  assertEnvelopeShape,
+  type EventEnvelope,
+  type DeliveredEvent,
+} from './envelope.js';
+export {
+  ForgeBusError,
+  InvalidEventError,
+  UnknownEventTypeError,
+  SubjectCodecError,
+  StreamConfigConflictError,
+  PublishError,
+  PublishTimeoutError,
+  ForgeBusConfigError,
+} from './errors.js';
+export {
+  EventFactory,
+  type EventInput,
+  type KnownEventInput,
+} from './event-factory.js';
+export {
+  EventFeed,
+  type EventHandler,
+  type FeedSubscription,
+  type FeedGap,
+  type FeedStats,
+  type EventFeedOptions,
+} from './feed.js';
+export {
+  decodeDeliveredEvent,
+  type StoredEventMessage,
+} from './decode.js';
+export {
+  consoleLogger,
+  silentLogger,
+  RateLimitedLog,
+  type BusLogger,
+} from './logger.js';
+export {
+  OutboxRelay,
+  type OutboxRow,
+  type OutboxStore,
+  type OutboxRelayOptions,
+  type OutboxRelayStats,
+} from './outbox.js';
+export {
+  compileTypePattern,
+  compileMatcher,
+  type TypePattern,
+  type EventFilter,
+  type EventMatcher,
+} from './patterns.js';
+export {
+  EventPublisher,
+  type PublishAck,
+  type PublisherOptions,
+} from './publisher.js';
+export {
+  EVENTS_STREAM,
+  EVENT_STREAM_DEFAULTS,
+  eventStreamConfig,
+  ensureStream,
+  ensureEventStream,
+  type EventStreamOptions,
+  type ProvisionResult,
+} from './streams.js';
+export {
+  SUBJECT_ROOT,
+  encodeToken,
+  decodeToken,
+  assertEventType,
+  eventSubject,
+  repoSubjectFilter,
+  userSubjectFilter,
+  parseEventSubject,
+  EVENT_STREAM_SUBJECTS,
+  type RepoRef,
+  type EventScope,
+  type ParsedEventSubject,
+} from './subjects.js';
+export {
+  defineEvent,
+  EventCatalog,
+  type EventScopeKind,
+  type PayloadClass,
+  type EventDefinition,
+} from './catalog/catalog.js';
+export {
+  RepoCreatedEvent,
+  RepoDeletedEvent,
+  RepoRenamedEvent,
+  RepoTransferredEvent,
+  RepoPushedEvent,
+  RefCreatedEvent,
+  RefDeletedEvent,
+  CollaboratorChangedEvent,
+  IssueCreatedEvent,
+  IssueUpdatedEvent,
+  IssueStatusChangedEvent,
+  IssueDeletedEvent,
+  CommentCreatedEvent,
+  CommentUpdatedEvent,
+  CommentDeletedEvent,
+  PullRequestOpenedEvent,
+  PullRequestMergedEvent,
+  PullRequestClosedEvent,
+  UserNotificationCountEvent,
+  UserStopwatchChangedEvent,
+  UserLoggedOutEvent,
+  BUILTIN_EVENTS,
+  type ForgeEventPayloads,
+} from './catalog/events.js';

@@ -1,4 +1,18 @@
-export * from './errors.js';
-export * from './partitions.js';
-export * from './provisioning.js';
-export * from './write-queue.js';
+/**
+ * `forgebus/repo-writes` — writes to git repositories serialized per repository, cluster-wide,
+ * through a JetStream WorkQueue: `new RepoWriteQueue(bus, options)`, `handle(operation, fn)`
+ * on the nodes that apply writes, `submit(...)` on any node; different repositories proceed in
+ * parallel, one repository's writes in acceptance order, each applied once or reported failed.
+ */
+export {
+  RepoWriteQueue,
+  type FailedWrite,
+  type PartitionStats,
+  type RepoWriteContext,
+  type RepoWriteHandler,
+  type RepoWriteQueueOptions,
+  type RepoWriteQueueStats,
+  type SubmitOptions,
+} from './write-queue.js';
+export { DEFAULT_PARTITIONS, WRITES_STREAM, partitionOf } from './partitions.js';
+export { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';

@@ -1,7 +1,10 @@
-export * from './access.js';
-export * from './client.js';
-export * from './errors.js';
-export * from './frames.js';
-export * from './hub.js';
-export * from './replay.js';
-export * from './topics.js';
+/**
+ * `forgebus/sse` — Server-Sent Events for browsers on any node: `new SseHub(bus, policy)` fans
+ * the feed out to streams whose event ids are FORGE_EVENTS sequences, so a browser resumes on any
+ * node with `Last-Event-ID` and gets exactly what it missed; the access policy decides who reads
+ * which repository, re-checked when access changes.
+ */
+export { SseHub, type SseHubOptions, type SseHubStats, type SseStreamRequest } from './hub.js';
+export type { AccessChange, SseAccessPolicy } from './access.js';
+export type { SseClient, SseResponse, SseSocket } from './client.js';
+export { InvalidLastEventIdError, parseLastEventId } from './errors.js';

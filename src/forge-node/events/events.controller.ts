@@ -8,7 +8,7 @@ import {
   Res,
 } from '@nestjs/common';
 import type { Response } from 'express';
-import type { RepoRef } from '../../bus/index.js';
+import type { RepoRef } from '../../index.js';
 import { InvalidLastEventIdError, parseLastEventId, SseHub } from '../../sse/index.js';
 import { AcceptBrowserTokens, CurrentUser } from '../auth/auth.guard.js';
 import { nameProblem } from '../params.js';

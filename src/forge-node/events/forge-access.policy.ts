@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { DeliveredEvent, RepoRef } from '../../bus/index.js';
+import type { DeliveredEvent, RepoRef } from '../../index.js';
 import type { AccessChange, SseAccessPolicy } from '../../sse/index.js';
 import { ReposService } from '../repos/repos.service.js';
 

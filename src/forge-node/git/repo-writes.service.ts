@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { existsSync } from 'node:fs';
-import { ForgeBus, type EventInput } from '../../bus/index.js';
+import { ForgeBus, type EventInput } from '../../index.js';
 import { RepoWriteHandler } from '../../nest/index.js';
 import { PermanentWriteError, type RepoWriteContext } from '../../repo-writes/index.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';

@@ -1,6 +1,6 @@
 import { Controller, Get } from '@nestjs/common';
 import { HealthCheck, HealthCheckService } from '@nestjs/terminus';
-import { ForgeBus } from '../../bus/index.js';
+import { ForgeBus } from '../../index.js';
 import { ForgeBusHealthIndicator } from '../../nest/index.js';
 import { Public } from '../auth/auth.guard.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';

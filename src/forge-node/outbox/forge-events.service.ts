@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationBootstrap } from '@nestjs/common';
-import { ForgeBus, OutboxRelay, type EventEnvelope, type EventInput, type ForgeEventPayloads, type KnownEventInput } from '../../bus/index.js';
+import { ForgeBus, OutboxRelay, type EventEnvelope, type EventInput, type ForgeEventPayloads, type KnownEventInput } from '../../index.js';
 import { ForgeCache } from '../../cache/index.js';
 import { DATABASE, type Db } from '../db/database.js';
 import { SqliteOutboxStore } from './sqlite-outbox.store.js';

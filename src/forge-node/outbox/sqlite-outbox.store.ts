@@ -1,4 +1,4 @@
-import type { EventEnvelope, OutboxRow, OutboxStore } from '../../bus/index.js';
+import type { EventEnvelope, OutboxRow, OutboxStore } from '../../index.js';
 import type { Db } from '../db/database.js';
 
 /** OutboxStore on the forge's SQLite database: `append` runs in the caller's transaction. */

@@ -3,7 +3,7 @@ import { Controller, Delete, Get, Header, HttpCode, Inject, Post, Req, Res } fro
 import { parse, serialize, type SerializeOptions } from 'cookie';
 import type { Request, Response } from 'express';
 import { decodeJwt } from 'jose';
-import { ForgeBus } from '../../bus/index.js';
+import { ForgeBus } from '../../index.js';
 import { CurrentToken, CurrentUser, Public, SESSION_COOKIE } from '../auth/auth.guard.js';
 import { TokenError, verifyUserToken } from '../auth/tokens.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
