@@ -3,13 +3,15 @@ import { EventCatalog, type EventDefinition } from './catalog/catalog.js';
 import { BUILTIN_EVENTS, type ForgeEventPayloads } from './catalog/events.js';
 import { connectBus, type BusConnectionOptions } from './connection.js';
 import type { DeliveredEvent, EventEnvelope } from './envelope.js';
-import { ForgeBusConfigError } from './errors.js';
+import { InvalidOptionError } from './errors.js';
 import { EventFactory, type EventInput, type KnownEventInput } from './event-factory.js';
-import { EventFeed, type EventFeedOptions, type EventHandler, type FeedSubscription } from './feed.js';
+import { CONNECTION_OPTION_RULES } from './connection.js';
+import { EventFeed, FEED_OPTION_RULES, type EventFeedOptions, type EventHandler, type FeedSubscription } from './feed.js';
 import { consoleLogger, type BusLogger } from './logger.js';
 import type { EventFilter, TypePattern } from './patterns.js';
-import { EventPublisher, type PublishAck, type PublisherOptions } from './publisher.js';
-import { ensureEventStream, type EventStreamOptions, type ProvisionResult } from './streams.js';
+import { arrayOf, boolean, checkOptions, logger, matching, nested, type OptionRule, type OptionRules } from './options.js';
+import { EventPublisher, PUBLISHER_OPTION_RULES, type PublishAck, type PublisherOptions } from './publisher.js';
+import { ensureEventStream, STREAM_OPTION_RULES, type EventStreamOptions, type ProvisionResult } from './streams.js';
 
 export interface ForgeBusOptions {
   /** This process's node id: event origin and part of the connection name. */
@@ -31,7 +33,21 @@ export interface PublishedEvent<P = unknown> extends PublishAck {
   subject: string;
 }
 
-const NODE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const nodeId = matching(/^[A-Za-z0-9_-]{1,64}$/, '1-64 characters of [A-Za-z0-9_-]');
+const eventDefinition: OptionRule = (value) =>
+  typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' ? undefined : 'an event definition';
+const { stream: _feedStream, logger: _feedLogger, ...feedRules } = FEED_OPTION_RULES;
+
+export const FORGE_BUS_OPTION_RULES: OptionRules<ForgeBusOptions> = {
+  nodeId,
+  connection: nested(CONNECTION_OPTION_RULES),
+  stream: nested(STREAM_OPTION_RULES),
+  provisionStream: boolean,
+  events: arrayOf(eventDefinition, 'an array of event definitions made with defineEvent(...)'),
+  publisher: nested(PUBLISHER_OPTION_RULES),
+  feed: nested<Omit<EventFeedOptions, 'stream' | 'logger'>>(feedRules),
+  logger,
+};
 
 /**
  * The forgebus core for one process, framework-free: one connection, the event catalog, the
@@ -64,9 +80,8 @@ export class ForgeBus {
   }
 
   static async connect(options: ForgeBusOptions): Promise<ForgeBus> {
-    if (!NODE_ID.test(options.nodeId ?? '')) {
-      throw new ForgeBusConfigError(`nodeId "${options.nodeId}" must be 1-64 characters of [A-Za-z0-9_-]`);
-    }
+    checkOptions('ForgeBus.connect', options, FORGE_BUS_OPTION_RULES);
+    if (options?.nodeId === undefined) throw new InvalidOptionError('ForgeBus.connect', 'nodeId', undefined, 'given: this process\'s node id, 1-64 characters of [A-Za-z0-9_-]');
     const catalog = new EventCatalog([...BUILTIN_EVENTS, ...(options.events ?? [])]);
     let bus: ForgeBus | undefined;
     const onStatus = options.connection?.onStatus;

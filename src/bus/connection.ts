@@ -7,6 +7,7 @@ import {
   type Status,
 } from '@nats-io/transport-node';
 import { ForgeBusConfigError } from './errors.js';
+import { anyOf, arrayOf, boolean, fn, millis, nonEmptyString, type OptionRule, type OptionRules } from './options.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 
@@ -32,6 +33,21 @@ export interface BusConnectionOptions extends BusCredentials {
   /** Called for every connection status change (disconnect, reconnect, errors …). */
   onStatus?: (status: Status) => void;
 }
+
+const text: OptionRule = (value) => (typeof value === 'string' ? undefined : 'a string');
+
+export const CONNECTION_OPTION_RULES: OptionRules<BusConnectionOptions> = {
+  servers: anyOf(nonEmptyString, arrayOf(nonEmptyString, 'an array of server URLs')),
+  name: nonEmptyString,
+  reconnectDelayMs: millis(1),
+  maxReconnectDelayMs: millis(1),
+  waitOnFirstConnect: boolean,
+  onStatus: fn,
+  user: nonEmptyString,
+  pass: text,
+  token: nonEmptyString,
+  credsFile: nonEmptyString,
+};
 
 /** Splits `NATS_URL`-style input (comma-separated, whitespace tolerated) into server URLs. */
 export function parseServers(servers: string | string[] | undefined): string[] {

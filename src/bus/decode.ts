@@ -1,5 +1,6 @@
 import type { EventCatalog } from './catalog/catalog.js';
 import { assertEnvelopeShape, type DeliveredEvent } from './envelope.js';
+import { MalformedEventError } from './errors.js';
 import type { EventFactory } from './event-factory.js';
 
 const decoder = new TextDecoder();
@@ -21,6 +22,6 @@ export function decodeDeliveredEvent(msg: StoredEventMessage, catalog: EventCata
   assertEnvelopeShape(envelope);
   catalog.validatePayload(envelope.type, envelope.version, envelope.payload);
   const expected = factory.subjectOf(envelope);
-  if (expected !== msg.subject) throw new Error(`envelope belongs on ${expected}, not on ${msg.subject}`);
+  if (expected !== msg.subject) throw new MalformedEventError(`envelope belongs on ${expected}, not on ${msg.subject}`);
   return { seq: msg.seq, subject: msg.subject, envelope };
 }

@@ -93,7 +93,50 @@ export class PublishTimeoutError extends ForgeBusError {
 
 /** Configuration given to forgebus is unusable. */
 export class ForgeBusConfigError extends ForgeBusError {
-  constructor(message: string) {
-    super('CONFIG', message);
+  constructor(message: string, code = 'CONFIG') {
+    super(code, message);
+  }
+}
+
+/**
+ * One option of a public constructor is out of range, of the wrong kind, or unknown (a typo).
+ * `owner` is the constructor (`SseHub`), `option` the option's path (`publisher.maxInFlight`).
+ */
+export class InvalidOptionError extends ForgeBusConfigError {
+  constructor(
+    readonly owner: string,
+    readonly option: string,
+    readonly value: unknown,
+    readonly allowed: string,
+    kind: 'invalid' | 'unknown' = 'invalid',
+  ) {
+    super(
+      kind === 'unknown'
+        ? `${owner}: unknown option "${option}": ${allowed}`
+        : `${owner}: option "${option}" is ${describeValue(value)}; it must be ${allowed}`,
+      kind === 'unknown' ? 'UNKNOWN_OPTION' : 'INVALID_OPTION',
+    );
+  }
+}
+
+function describeValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : typeof value;
+}
+
+/** A stream message that is not a valid forge event (it is counted and dropped, never delivered). */
+export class MalformedEventError extends ForgeBusError {
+  constructor(reason: string) {
+    super('MALFORMED_EVENT', reason);
+  }
+}
+
+/** A handler's type pattern is not one forgebus understands. */
+export class InvalidTypePatternError extends ForgeBusError {
+  constructor(readonly pattern: string) {
+    super('INVALID_TYPE_PATTERN', `event type pattern "${pattern}" must be "*", "<entity>.<action>", "<entity>.*" or "*.<action>"`);
   }
 }

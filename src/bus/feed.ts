@@ -11,6 +11,7 @@ import { decodeDeliveredEvent } from './decode.js';
 import type { DeliveredEvent } from './envelope.js';
 import type { EventFactory } from './event-factory.js';
 import { consoleLogger, RateLimitedLog, type BusLogger } from './logger.js';
+import { checkOptions, fn, integer, logger, nonEmptyString, type OptionRules } from './options.js';
 import { compileMatcher, type EventFilter, type EventMatcher, type TypePattern } from './patterns.js';
 import { EVENTS_STREAM } from './streams.js';
 
@@ -52,6 +53,14 @@ export interface EventFeedOptions {
   onGap?: (gap: FeedGap) => void;
 }
 
+export const FEED_OPTION_RULES: OptionRules<EventFeedOptions> = {
+  stream: nonEmptyString,
+  startSeq: integer(1),
+  bufferMessages: integer(1, 1_000_000),
+  logger,
+  onGap: fn,
+};
+
 interface Registration {
   matches: EventMatcher;
   handler: EventHandler;
@@ -83,6 +92,7 @@ export class EventFeed {
     private readonly factory: EventFactory,
     private readonly options: EventFeedOptions = {},
   ) {
+    checkOptions('EventFeed', options, FEED_OPTION_RULES);
     this.stream = options.stream ?? EVENTS_STREAM;
     this.logger = options.logger ?? consoleLogger;
     this.malformedLog = new RateLimitedLog((m) => this.logger.warn(m));

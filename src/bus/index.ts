@@ -4,12 +4,14 @@
  * (src/index.ts), whose export list is the public API.
  */
 export {
+  FORGE_BUS_OPTION_RULES,
   ForgeBus,
   type ForgeBusOptions,
   type PublishedEvent,
 } from './bus.js';
 export {
   DEFAULT_NATS_URL,
+  CONNECTION_OPTION_RULES,
   parseServers,
   reconnectBackoff,
   connectBus,
@@ -31,6 +33,9 @@ export {
   PublishError,
   PublishTimeoutError,
   ForgeBusConfigError,
+  InvalidOptionError,
+  MalformedEventError,
+  InvalidTypePatternError,
 } from './errors.js';
 export {
   EventFactory,
@@ -38,6 +43,7 @@ export {
   type KnownEventInput,
 } from './event-factory.js';
 export {
+  FEED_OPTION_RULES,
   EventFeed,
   type EventHandler,
   type FeedSubscription,
@@ -56,6 +62,26 @@ export {
   type BusLogger,
 } from './logger.js';
 export {
+  integer,
+  millis,
+  boolean,
+  fn,
+  nonEmptyString,
+  oneOf,
+  matching,
+  arrayOf,
+  anyOf,
+  recordOf,
+  logger,
+  delegated,
+  nested,
+  checkOptions,
+  type OptionRule,
+  type OptionPath,
+  type OptionRules,
+} from './options.js';
+export {
+  OUTBOX_RELAY_OPTION_RULES,
   OutboxRelay,
   type OutboxRow,
   type OutboxStore,
@@ -70,12 +96,14 @@ export {
   type EventMatcher,
 } from './patterns.js';
 export {
+  PUBLISHER_OPTION_RULES,
   EventPublisher,
   type PublishAck,
   type PublisherOptions,
 } from './publisher.js';
 export {
   EVENTS_STREAM,
+  STREAM_OPTION_RULES,
   EVENT_STREAM_DEFAULTS,
   eventStreamConfig,
   ensureStream,

@@ -1,6 +1,7 @@
 import type { EventEnvelope } from './envelope.js';
 import type { EventFactory } from './event-factory.js';
 import { consoleLogger, type BusLogger } from './logger.js';
+import { checkOptions, integer, logger, millis, type OptionRules } from './options.js';
 import type { EventPublisher } from './publisher.js';
 
 /** One event waiting in the outbox, in the order it was recorded. */
@@ -35,6 +36,13 @@ export interface OutboxRelayOptions {
   logger?: BusLogger;
 }
 
+export const OUTBOX_RELAY_OPTION_RULES: OptionRules<OutboxRelayOptions> = {
+  batchSize: integer(1, 100_000),
+  pollIntervalMs: millis(1),
+  orphanAfterMs: millis(0),
+  logger,
+};
+
 export interface OutboxRelayStats {
   relayed: number;
   failures: number;
@@ -65,6 +73,7 @@ export class OutboxRelay {
     private readonly factory: EventFactory,
     options: OutboxRelayOptions = {},
   ) {
+    checkOptions('OutboxRelay', options, OUTBOX_RELAY_OPTION_RULES);
     this.batchSize = options.batchSize ?? 500;
     this.pollIntervalMs = options.pollIntervalMs ?? 1_000;
     this.orphanAfterMs = options.orphanAfterMs ?? 30_000;

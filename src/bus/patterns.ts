@@ -1,4 +1,5 @@
 import type { DeliveredEvent } from './envelope.js';
+import { InvalidTypePatternError } from './errors.js';
 import type { RepoRef } from './subjects.js';
 
 /**
@@ -18,7 +19,7 @@ export function compileTypePattern(pattern: TypePattern): (type: string) => bool
   if (pattern === '*' || pattern === '>') return () => true;
   const [entity, action, extra] = pattern.split('.');
   if (!entity || !action || extra !== undefined) {
-    throw new Error(`event type pattern "${pattern}" must be "*", "<entity>.<action>", "<entity>.*" or "*.<action>"`);
+    throw new InvalidTypePatternError(pattern);
   }
   if (entity === '*' && action === '*') return () => true;
   if (entity === '*') {

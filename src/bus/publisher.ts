@@ -1,6 +1,7 @@
 import { createInbox, headers, type Msg, type NatsConnection, type Status, type Subscription } from '@nats-io/transport-node';
 import type { EventEnvelope } from './envelope.js';
 import { ForgeBusError, PublishError, PublishTimeoutError } from './errors.js';
+import { checkOptions, integer, millis, nonEmptyString, type OptionRules } from './options.js';
 import { EVENTS_STREAM } from './streams.js';
 
 export interface PublishAck {
@@ -24,6 +25,13 @@ export interface PublisherOptions {
   /** Sends per event before giving up with PublishTimeoutError (default 5). */
   maxAttempts?: number;
 }
+
+export const PUBLISHER_OPTION_RULES: OptionRules<PublisherOptions> = {
+  stream: nonEmptyString,
+  maxInFlight: integer(1, 1_000_000),
+  ackTimeoutMs: millis(1),
+  maxAttempts: integer(1, 1_000),
+};
 
 interface Pending {
   subject: string;
@@ -69,6 +77,7 @@ export class EventPublisher {
     private readonly nc: NatsConnection,
     options: PublisherOptions = {},
   ) {
+    checkOptions('EventPublisher', options, PUBLISHER_OPTION_RULES);
     this.stream = options.stream ?? EVENTS_STREAM;
     this.maxInFlight = options.maxInFlight ?? 4096;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 2_000;

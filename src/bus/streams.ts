@@ -10,6 +10,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { StreamConfigConflictError } from './errors.js';
+import { integer, matching, millis, oneOf, type OptionRules } from './options.js';
 import { EVENT_STREAM_SUBJECTS } from './subjects.js';
 
 export const EVENTS_STREAM = 'FORGE_EVENTS';
@@ -31,6 +32,15 @@ export interface EventStreamOptions {
   /** Storage kind (default file). Cannot be changed on an existing stream. */
   storage?: 'file' | 'memory';
 }
+
+export const STREAM_OPTION_RULES: OptionRules<EventStreamOptions> = {
+  name: matching(/^[A-Za-z0-9_-]{1,64}$/, 'a stream name: 1-64 characters of [A-Za-z0-9_-]'),
+  maxAgeMs: integer(0),
+  maxBytes: integer(-1),
+  duplicateWindowMs: millis(1, Number.MAX_SAFE_INTEGER),
+  replicas: integer(1, 5),
+  storage: oneOf('file', 'memory'),
+};
 
 export const EVENT_STREAM_DEFAULTS: Required<EventStreamOptions> = {
   name: EVENTS_STREAM,

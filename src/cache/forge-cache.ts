@@ -1,8 +1,8 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { Status } from '@nats-io/transport-node';
-import { consoleLogger, RateLimitedLog, type BusLogger, type DeliveredEvent, type EventEnvelope, type FeedSubscription, type ForgeBus } from '../bus/index.js';
+import { boolean, checkOptions, consoleLogger, fn, logger, oneOf, RateLimitedLog, recordOf, type OptionRules, type BusLogger, type DeliveredEvent, type EventEnvelope, type FeedSubscription, type ForgeBus } from '../bus/index.js';
 import { InvalidationRules, type InvalidationRule } from './rules.js';
-import { TaggedCache, type TaggedCacheOptions, type TaggedCacheStats } from './tagged-cache.js';
+import { TAGGED_CACHE_OPTION_RULES, TaggedCache, type TaggedCacheOptions, type TaggedCacheStats } from './tagged-cache.js';
 
 /**
  * What a node does with its cache while it cannot prove it saw every event:
@@ -48,6 +48,14 @@ export interface ForgeCacheStats extends TaggedCacheStats {
   newestAppliedEventAgeMs: number | null;
 }
 
+export const FORGE_CACHE_OPTION_RULES: OptionRules<ForgeCacheOptions> = {
+  ...TAGGED_CACHE_OPTION_RULES,
+  enabled: boolean,
+  disconnectedReads: oneOf('bypass', 'serve-stale'),
+  rules: recordOf(fn, 'an object of invalidation rules by event type: { "wiki.edited": (event) => [tags] }'),
+  logger,
+};
+
 /**
  * The node-local cache of a forge: a TaggedCache kept correct by the event feed.
  *
@@ -80,7 +88,9 @@ export class ForgeCache {
     private readonly bus: ForgeBus,
     options: ForgeCacheOptions = {},
   ) {
-    this.entries = new TaggedCache(options);
+    checkOptions('ForgeCache', options, FORGE_CACHE_OPTION_RULES);
+    const { enabled: _enabled, disconnectedReads: _reads, rules: _rules, logger: _logger, ...taggedCacheOptions } = options;
+    this.entries = new TaggedCache(taggedCacheOptions);
     this.rules = new InvalidationRules();
     for (const [type, rule] of Object.entries(options.rules ?? {})) this.rules.add(type, rule);
     this.disconnectedReads = options.disconnectedReads ?? 'bypass';

@@ -1,3 +1,4 @@
+import { checkOptions, fn, integer, type OptionRules } from '../bus/index.js';
 import { LRUCache } from 'lru-cache';
 
 export interface TaggedCacheOptions {
@@ -56,6 +57,13 @@ const defaultSizeOf = (value: unknown): number => {
  * source; `set` refuses the value when any of its tags was invalidated, or the cache flushed,
  * after that ticket.
  */
+export const TAGGED_CACHE_OPTION_RULES: OptionRules<TaggedCacheOptions> = {
+  maxEntries: integer(1, 100_000_000),
+  maxBytes: integer(1),
+  sizeOf: fn,
+  maxTagHistory: integer(1, 100_000_000),
+};
+
 export class TaggedCache<V = unknown> {
   private readonly lru: LRUCache<string, Entry<V>>;
   private readonly keysByTag = new Map<string, Set<string>>();
@@ -66,6 +74,7 @@ export class TaggedCache<V = unknown> {
   private readonly counters = { hits: 0, misses: 0, invalidations: 0, invalidatedEntries: 0, flushes: 0, staleFillsRefused: 0 };
 
   constructor(options: TaggedCacheOptions = {}) {
+    checkOptions('TaggedCache', options, TAGGED_CACHE_OPTION_RULES);
     const sizeOf = options.sizeOf ?? defaultSizeOf;
     this.lru = new LRUCache<string, Entry<V>>({
       max: options.maxEntries ?? 10_000,

@@ -1,4 +1,4 @@
-import type { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import type { DiscoverableDecorator, DiscoveryService, MetadataScanner } from '@nestjs/core';
 
 export interface DecoratedMethod<M> {
   /** The provider (or controller) instance the method belongs to. */
@@ -11,12 +11,14 @@ export interface DecoratedMethod<M> {
 }
 
 /**
- * Every method of the application's singleton providers (and controllers, if asked) that carries
- * metadata `key`: how @OnForgeEvent, @Cached and @RepoWriteHandler are found at start-up.
+ * Every method of the application's singleton providers (and controllers, if asked) marked with
+ * `decorator` (made by DiscoveryService.createDecorator): how @OnForgeEvent, @Cached and
+ * @RepoWriteHandler are found at start-up. Discovery's `metadataKey` filter only knows
+ * class-level uses of such decorators, so every provider's methods are scanned.
  */
 export function findDecoratedMethods<M>(
-  tools: { discovery: DiscoveryService; scanner: MetadataScanner; reflector: Reflector },
-  key: string,
+  tools: { discovery: DiscoveryService; scanner: MetadataScanner },
+  decorator: DiscoverableDecorator<M>,
   options: { controllers?: boolean } = {},
 ): DecoratedMethod<M>[] {
   const wrappers = [...tools.discovery.getProviders(), ...(options.controllers ? tools.discovery.getControllers() : [])];
@@ -27,7 +29,7 @@ export function findDecoratedMethods<M>(
     for (const methodName of tools.scanner.getAllMethodNames(Object.getPrototypeOf(instance) as object)) {
       const method = instance[methodName];
       if (typeof method !== 'function') continue;
-      const metadata = tools.reflector.get<M | undefined>(key, method);
+      const metadata = tools.discovery.getMetadataByDecorator(decorator, wrapper, methodName) as M | undefined;
       if (metadata === undefined) continue;
       found.push({ instance, methodName, method: method as (...args: unknown[]) => unknown, metadata, label: `${String(wrapper.name)}.${methodName}` });
     }

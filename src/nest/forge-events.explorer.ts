@@ -1,10 +1,9 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { ForgeBus, type DeliveredEvent } from '../bus/index.js';
 import { findDecoratedMethods } from './decorated-methods.js';
-import type { OnForgeEventMetadata } from './on-forge-event.decorator.js';
-import type { ForgeBusModuleOptions } from './options.js';
-import { FORGE_BUS_OPTIONS, ON_FORGE_EVENT } from './tokens.js';
+import { FORGE_BUS_OPTIONS, type ForgeBusModuleOptions } from './forge-bus.module-definition.js';
+import { ForgeEventHandlerMark } from './on-forge-event.decorator.js';
 
 /** Finds @OnForgeEvent methods at bootstrap, registers them on the feed, then starts the feed. */
 @Injectable()
@@ -14,17 +13,12 @@ export class ForgeEventsExplorer implements OnApplicationBootstrap {
   constructor(
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
-    private readonly reflector: Reflector,
     private readonly bus: ForgeBus,
     @Inject(FORGE_BUS_OPTIONS) private readonly options: ForgeBusModuleOptions,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
-    const handlers = findDecoratedMethods<OnForgeEventMetadata>(
-      { discovery: this.discovery, scanner: this.scanner, reflector: this.reflector },
-      ON_FORGE_EVENT,
-      { controllers: true },
-    );
+    const handlers = findDecoratedMethods({ discovery: this.discovery, scanner: this.scanner }, ForgeEventHandlerMark, { controllers: true });
     for (const { instance, method, metadata, label } of handlers) {
       const handler = (event: DeliveredEvent) => method.call(instance, event);
       Object.defineProperty(handler, 'name', { value: label });

@@ -1,11 +1,13 @@
-import { SetMetadata } from '@nestjs/common';
+import { DiscoveryService } from '@nestjs/core';
 import type { EventFilter, TypePattern } from '../bus/index.js';
-import { ON_FORGE_EVENT } from './tokens.js';
 
 export interface OnForgeEventMetadata {
   patterns: TypePattern[];
   filter?: EventFilter;
 }
+
+/** The discoverable mark behind @OnForgeEvent, read by ForgeEventsExplorer. */
+export const ForgeEventHandlerMark = DiscoveryService.createDecorator<OnForgeEventMetadata>();
 
 /**
  * Marks a provider or controller method as a handler of forge events from this process's feed:
@@ -14,7 +16,4 @@ export interface OnForgeEventMetadata {
  * the next event reaches it.
  */
 export const OnForgeEvent = (patterns: TypePattern | TypePattern[], filter?: EventFilter): MethodDecorator =>
-  SetMetadata<string, OnForgeEventMetadata>(ON_FORGE_EVENT, {
-    patterns: Array.isArray(patterns) ? patterns : [patterns],
-    filter,
-  });
+  ForgeEventHandlerMark({ patterns: Array.isArray(patterns) ? patterns : [patterns], filter });

@@ -4,13 +4,12 @@ import { ForgeBusError } from '../bus/index.js';
  * Thrown by a handler when retrying cannot help (a conflict, a missing branch): the write fails at
  * once. `status` is an HTTP-like code passed to the submitter (409 conflict, 404, 400).
  */
-export class PermanentWriteError extends Error {
+export class PermanentWriteError extends ForgeBusError {
   constructor(
     message: string,
     readonly status = 409,
   ) {
-    super(message);
-    this.name = new.target.name;
+    super('PERMANENT_WRITE', message);
   }
 }
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { createInbox, type Msg, type Subscription } from '@nats-io/transport-node';
-import { consoleLogger, EventPublisher, ForgeBusConfigError, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
+import { checkOptions, consoleLogger, EventPublisher, ForgeBusConfigError, ForgeBusError, integer, logger, millis, nonEmptyString, type OptionRules, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
 import { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';
 import { DEFAULT_PARTITIONS, partitionConsumerName, partitionOf, writeSubject, WRITES_STREAM } from './partitions.js';
 import { ensureWriteQueue } from './provisioning.js';
@@ -38,6 +38,21 @@ export interface RepoWriteQueueOptions {
   resultTtlMs?: number;
   logger?: BusLogger;
 }
+
+export const REPO_WRITE_QUEUE_OPTION_RULES: OptionRules<RepoWriteQueueOptions> = {
+  partitions: integer(1, 1024),
+  ackWaitMs: millis(100),
+  maxDeliver: integer(1, 1_000),
+  retryDelayMs: millis(0),
+  timeoutMs: millis(1),
+  resultTtlMs: millis(1_000),
+  logger,
+};
+
+export const SUBMIT_OPTION_RULES: OptionRules<SubmitOptions> = {
+  writeId: nonEmptyString,
+  timeoutMs: millis(1),
+};
 
 export interface SubmitOptions {
   /** Give an id to make a retried submit idempotent (the queue stores it once). */
@@ -128,10 +143,8 @@ export class RepoWriteQueue {
     private readonly bus: ForgeBus,
     options: RepoWriteQueueOptions = {},
   ) {
+    checkOptions('RepoWriteQueue', options, REPO_WRITE_QUEUE_OPTION_RULES);
     this.partitions = options.partitions ?? DEFAULT_PARTITIONS;
-    if (!Number.isInteger(this.partitions) || this.partitions < 1 || this.partitions > 1024) {
-      throw new ForgeBusConfigError(`partitions must be an integer from 1 to 1024, got ${options.partitions}`);
-    }
     this.ackWaitMs = options.ackWaitMs ?? 30_000;
     this.maxDeliver = options.maxDeliver ?? 5;
     this.retryDelayMs = options.retryDelayMs ?? 250;
@@ -168,6 +181,7 @@ export class RepoWriteQueue {
    * the write.
    */
   async submit<R = unknown>(repo: RepoRef, operation: string, args: unknown, options: SubmitOptions = {}): Promise<R> {
+    checkOptions('RepoWriteQueue.submit', options, SUBMIT_OPTION_RULES);
     if (!this.results) throw new WriteQueueUnavailableError('the queue is not initialised: call init() first');
     const id = options.writeId ?? randomUUID();
     const message: WriteMessage = { id, repo, operation, args, acceptedAt: new Date().toISOString(), replyTo: `${this.inbox}.${id}` };
@@ -292,7 +306,7 @@ export class RepoWriteQueue {
     try {
       write = JSON.parse(decoder.decode(msg.data)) as WriteMessage;
       if (typeof write.id !== 'string' || typeof write.operation !== 'string' || !write.repo || typeof write.replyTo !== 'string') {
-        throw new Error('missing id, operation, repo or replyTo');
+        throw new ForgeBusError('MALFORMED_WRITE', 'missing id, operation, repo or replyTo');
       }
     } catch (err) {
       this.counters.malformed++;

@@ -1,8 +1,9 @@
+import { ForgeBusError } from '../bus/index.js';
+
 /** A Last-Event-ID that is not a stream sequence: answer 400. */
-export class InvalidLastEventIdError extends Error {
+export class InvalidLastEventIdError extends ForgeBusError {
   constructor(value: string) {
-    super(`Last-Event-ID must be a non-negative integer stream sequence, got "${value.slice(0, 40)}"`);
-    this.name = 'InvalidLastEventIdError';
+    super('INVALID_LAST_EVENT_ID', `Last-Event-ID must be a non-negative integer stream sequence, got "${value.slice(0, 40)}"`);
   }
 }
 

@@ -1,8 +1,13 @@
 import pLimit, { type LimitFunction } from 'p-limit';
 import {
+  checkOptions,
   consoleLogger,
   decodeDeliveredEvent,
+  integer,
+  logger,
+  millis,
   RateLimitedLog,
+  type OptionRules,
   type BusLogger,
   type DeliveredEvent,
   type FeedGap,
@@ -97,6 +102,17 @@ export interface SseHubStats {
  * it gets the events after its Last-Event-ID from the stream, then the live ones, with live
  * events held back during the replay and anything at or below the last id sent skipped.
  */
+export const SSE_HUB_OPTION_RULES: OptionRules<SseHubOptions> = {
+  heartbeatMs: millis(10),
+  retryMs: millis(0),
+  maxBufferedBytes: integer(1_024),
+  maxHeldEvents: integer(1),
+  maxConcurrentReplays: integer(1, 10_000),
+  maxClients: integer(1),
+  replayStallMs: millis(1),
+  logger,
+};
+
 export class SseHub {
   readonly stats: SseHubStats = {
     clients: 0, replaying: 0, opened: 0, closed: 0, deliveries: 0, replays: 0, replayedEvents: 0, replayFailures: 0,
@@ -121,6 +137,7 @@ export class SseHub {
     private readonly policy: SseAccessPolicy,
     options: SseHubOptions = {},
   ) {
+    checkOptions('SseHub', options, SSE_HUB_OPTION_RULES);
     this.options = {
       heartbeatMs: options.heartbeatMs ?? 15_000,
       retryMs: options.retryMs ?? 2_000,

@@ -38,9 +38,9 @@ describe('ForgeCache on a real ForgeBus and nats-server', () => {
   }
 
   /** A started node: its bus (optionally through a proxy that can cut it) and its cache. */
-  async function newNode(nodeId: string, options: ForgeCacheOptions & { proxied?: boolean } = {}) {
+  async function newNode(nodeId: string, { proxied, ...options }: ForgeCacheOptions & { proxied?: boolean } = {}) {
     let proxy: TcpProxy | undefined;
-    if (options.proxied) proxies.push((proxy = await TcpProxy.start(nats.port)));
+    if (proxied) proxies.push((proxy = await TcpProxy.start(nats.port)));
     const bus = await newBus(nodeId, proxy ? { connection: { servers: proxy.url, reconnectDelayMs: 50, maxReconnectDelayMs: 200 } } : {});
     const logger = new MemoryLogger();
     const cache = new ForgeCache(bus, { logger, ...options });

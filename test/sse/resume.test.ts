@@ -206,7 +206,11 @@ describe(`resume across nodes: ${CLIENTS} EventSource clients, ${EVENTS} events,
       beforeReconnect: () => released,
     });
     clients.push(client);
-    await client.opened;
+    let positionSeen = false;
+    client.es.addEventListener('position', () => (positionSeen = true));
+    // Killed before the client parsed the position frame, it would have nothing to resume from
+    // (that is a different case): on a loaded machine 'open' can come well before that frame.
+    await eventually(() => positionSeen, 10_000, "the stream's position event");
     await cluster.node(3).kill('SIGKILL');
     node3Alive = false;
     await eventually(() => client.connections.length === 2, 10_000, 'the EventSource to try to reconnect');

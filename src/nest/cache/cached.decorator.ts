@@ -1,6 +1,4 @@
-import { SetMetadata } from '@nestjs/common';
-
-export const CACHED = 'forgebus:cached';
+import { DiscoveryService } from '@nestjs/core';
 
 export interface CachedSpec<A extends unknown[]> {
   /** Cache key from the method's arguments; must identify the result completely. */
@@ -8,6 +6,9 @@ export interface CachedSpec<A extends unknown[]> {
   /** Tags the result depends on (see CacheTags); invalidating any of them drops it. */
   tags: (...args: A) => string[];
 }
+
+/** The discoverable mark behind @Cached, read when ForgeCacheModule initialises. */
+export const CachedMark = DiscoveryService.createDecorator<CachedSpec<unknown[]>>();
 
 /**
  * Caches a provider method's result in the node's ForgeCache. Works for synchronous and async
@@ -18,6 +19,6 @@ export interface CachedSpec<A extends unknown[]> {
  */
 export function Cached<A extends unknown[]>(spec: CachedSpec<A>) {
   return <R>(target: object, propertyKey: string | symbol, descriptor: TypedPropertyDescriptor<(...args: A) => R>): void => {
-    SetMetadata(CACHED, spec)(target, propertyKey, descriptor);
+    CachedMark(spec as CachedSpec<unknown[]>)(target, propertyKey, descriptor);
   };
 }

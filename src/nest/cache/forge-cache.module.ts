@@ -1,11 +1,16 @@
-import { Global, Injectable, Logger, Module, type DynamicModule, type InjectionToken, type OptionalFactoryDependency, type Provider, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { DiscoveryModule, DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import { Injectable, Logger, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit, type Provider } from '@nestjs/common';
+import { DiscoveryModule, DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { ForgeBus } from '../../bus/index.js';
-import { ForgeCache, type ForgeCacheOptions } from '../../cache/index.js';
+import { ForgeCache } from '../../cache/index.js';
+import { assertOneOptionsSource, type ForgeModuleExtras } from '../configurable-module.js';
 import { findDecoratedMethods } from '../decorated-methods.js';
-import { CACHED, type CachedSpec } from './cached.decorator.js';
-
-const FORGE_CACHE_OPTIONS = Symbol('FORGE_CACHE_OPTIONS');
+import { CachedMark } from './cached.decorator.js';
+import {
+  ConfigurableForgeCacheModule,
+  FORGE_CACHE_OPTIONS,
+  type ForgeCacheModuleAsyncOptions,
+  type ForgeCacheModuleOptions,
+} from './forge-cache.module-definition.js';
 
 /** Wraps every @Cached method of every provider with the node's ForgeCache. */
 @Injectable()
@@ -13,13 +18,12 @@ class CachedMethodsExplorer implements OnModuleInit, OnApplicationShutdown {
   constructor(
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
-    private readonly reflector: Reflector,
     private readonly cache: ForgeCache,
   ) {}
 
   onModuleInit(): void {
     const cache = this.cache;
-    const methods = findDecoratedMethods<CachedSpec<unknown[]>>({ discovery: this.discovery, scanner: this.scanner, reflector: this.reflector }, CACHED);
+    const methods = findDecoratedMethods({ discovery: this.discovery, scanner: this.scanner }, CachedMark);
     for (const { instance, methodName, method, metadata: spec } of methods) {
       // An own property shadows the prototype method, so internal `this.x()` calls are cached too.
       instance[methodName] = function cached(...args: unknown[]) {
@@ -33,44 +37,37 @@ class CachedMethodsExplorer implements OnModuleInit, OnApplicationShutdown {
   }
 }
 
-/**
- * `ForgeCacheModule.forRoot(options)`: the node's ForgeCache (needs ForgeBusModule), and @Cached
- * methods wired to it.
- */
-export interface ForgeCacheModuleAsyncOptions {
-  inject?: (InjectionToken | OptionalFactoryDependency)[];
-  useFactory: (...args: any[]) => ForgeCacheOptions | Promise<ForgeCacheOptions>;
-}
-
 const cacheProvider: Provider = {
   provide: ForgeCache,
   inject: [ForgeBus, FORGE_CACHE_OPTIONS],
-  useFactory: (bus: ForgeBus, options: ForgeCacheOptions) => {
-    return new ForgeCache(bus, { logger: new Logger('ForgeCache'), ...options });
-  },
+  useFactory: (bus: ForgeBus, options: ForgeCacheModuleOptions) => new ForgeCache(bus, { logger: new Logger('ForgeCache'), ...options }),
 };
 
+function withCache(definition: DynamicModule): DynamicModule {
+  return {
+    ...definition,
+    imports: [...(definition.imports ?? []), DiscoveryModule],
+    providers: [...(definition.providers ?? []), cacheProvider, CachedMethodsExplorer],
+    exports: [ForgeCache, FORGE_CACHE_OPTIONS],
+  };
+}
+
 /**
- * `ForgeCacheModule.forRoot(options)`: the node's ForgeCache (needs ForgeBusModule), and @Cached
- * methods wired to it.
+ * `ForgeCacheModule.forRoot(options)` / `forRootAsync(...)`: the node's ForgeCache (needs
+ * ForgeBus, i.e. ForgeBusModule), and @Cached methods wired to it.
+ *
+ * Global by default (`isGlobal: true`), as it always was: the cache is the process's single
+ * node-local cache, injected wherever a service reads or invalidates it. With `isGlobal: false`,
+ * import it where ForgeCache is injected (@Cached methods are wrapped in any case).
  */
-@Global()
 @Module({})
-export class ForgeCacheModule {
-  static forRoot(options: ForgeCacheOptions = {}): DynamicModule {
-    return ForgeCacheModule.build({ provide: FORGE_CACHE_OPTIONS, useValue: options });
+export class ForgeCacheModule extends ConfigurableForgeCacheModule {
+  static override forRoot(options: ForgeCacheModuleOptions & ForgeModuleExtras = {}): DynamicModule {
+    return withCache(super.forRoot(options));
   }
 
-  static forRootAsync(options: ForgeCacheModuleAsyncOptions): DynamicModule {
-    return ForgeCacheModule.build({ provide: FORGE_CACHE_OPTIONS, inject: options.inject ?? [], useFactory: options.useFactory });
-  }
-
-  private static build(optionsProvider: Provider): DynamicModule {
-    return {
-      module: ForgeCacheModule,
-      imports: [DiscoveryModule],
-      providers: [optionsProvider, cacheProvider, CachedMethodsExplorer],
-      exports: [ForgeCache],
-    };
+  static override forRootAsync(options: ForgeCacheModuleAsyncOptions): DynamicModule {
+    assertOneOptionsSource('ForgeCacheModule', options);
+    return withCache(super.forRootAsync(options));
   }
 }

@@ -1,33 +1,25 @@
 import {
-  Global,
   Inject,
   Injectable,
   Logger,
   Module,
   type BeforeApplicationShutdown,
   type DynamicModule,
-  type InjectionToken,
   type OnApplicationBootstrap,
-  type OptionalFactoryDependency,
   type Provider,
 } from '@nestjs/common';
-import { DiscoveryModule, DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import { DiscoveryModule, DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { ForgeBus } from '../../bus/index.js';
-import { RepoWriteQueue, type RepoWriteHandler as Handler, type RepoWriteQueueOptions } from '../../repo-writes/index.js';
+import { RepoWriteQueue, type RepoWriteHandler as Handler } from '../../repo-writes/index.js';
+import { assertOneOptionsSource, type ForgeModuleExtras } from '../configurable-module.js';
 import { findDecoratedMethods } from '../decorated-methods.js';
-import { REPO_WRITE_HANDLER } from './repo-write-handler.decorator.js';
-
-export interface RepoWritesModuleOptions extends RepoWriteQueueOptions {
-  /** Apply writes in this process (default true); false = only submit them. */
-  workers?: boolean;
-}
-
-export interface RepoWritesModuleAsyncOptions {
-  inject?: (InjectionToken | OptionalFactoryDependency)[];
-  useFactory: (...args: any[]) => RepoWritesModuleOptions | Promise<RepoWritesModuleOptions>;
-}
-
-const REPO_WRITES_OPTIONS = Symbol('REPO_WRITES_OPTIONS');
+import { RepoWriteHandlerMark } from './repo-write-handler.decorator.js';
+import {
+  ConfigurableRepoWritesModule,
+  REPO_WRITES_OPTIONS,
+  type RepoWritesModuleAsyncOptions,
+  type RepoWritesModuleOptions,
+} from './repo-writes.module-definition.js';
 
 @Injectable()
 class RepoWritesLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -36,15 +28,14 @@ class RepoWritesLifecycle implements OnApplicationBootstrap, BeforeApplicationSh
   constructor(
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
-    private readonly reflector: Reflector,
     private readonly queue: RepoWriteQueue,
     @Inject(REPO_WRITES_OPTIONS) private readonly options: RepoWritesModuleOptions,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
-    const handlers = findDecoratedMethods<string>({ discovery: this.discovery, scanner: this.scanner, reflector: this.reflector }, REPO_WRITE_HANDLER);
-    for (const { instance, method, metadata: operation } of handlers) this.queue.handle(operation, method.bind(instance) as Handler);
-    const operations = handlers.map((h) => h.metadata);
+    const handlers = findDecoratedMethods({ discovery: this.discovery, scanner: this.scanner }, RepoWriteHandlerMark);
+    for (const { instance, method, metadata } of handlers) this.queue.handle(metadata.operation, method.bind(instance) as Handler);
+    const operations = handlers.map((h) => h.metadata.operation);
     if (this.options.workers !== false) {
       await this.queue.startWorkers();
       this.logger.log(`applying repository writes (${operations.join(', ') || 'no handlers'}) from ${this.queue.partitions} partitions`);
@@ -57,36 +48,41 @@ class RepoWritesLifecycle implements OnApplicationBootstrap, BeforeApplicationSh
   }
 }
 
-/** The repository write queue: injectable RepoWriteQueue, @RepoWriteHandler methods, workers. */
-@Global()
+const queueProvider: Provider = {
+  provide: RepoWriteQueue,
+  inject: [ForgeBus, REPO_WRITES_OPTIONS],
+  useFactory: async (bus: ForgeBus, { workers: _workers, ...options }: RepoWritesModuleOptions) => {
+    const queue = new RepoWriteQueue(bus, { logger: new Logger('RepoWrites'), ...options });
+    await queue.init();
+    return queue;
+  },
+};
+
+function withQueue(definition: DynamicModule): DynamicModule {
+  return {
+    ...definition,
+    imports: [...(definition.imports ?? []), DiscoveryModule],
+    providers: [...(definition.providers ?? []), queueProvider, RepoWritesLifecycle],
+    exports: [RepoWriteQueue, REPO_WRITES_OPTIONS],
+  };
+}
+
+/**
+ * `RepoWritesModule.forRoot(options)` / `forRootAsync(...)`: the repository write queue
+ * (needs ForgeBus, i.e. ForgeBusModule): injectable RepoWriteQueue, @RepoWriteHandler methods
+ * registered at bootstrap, workers started unless `workers: false`, stopped before the bus drains.
+ *
+ * Global by default (`isGlobal: true`), as it always was: any module may submit writes to the
+ * process's one queue. With `isGlobal: false`, import it where RepoWriteQueue is injected.
+ */
 @Module({})
-export class RepoWritesModule {
-  static forRoot(options: RepoWritesModuleOptions = {}): DynamicModule {
-    return RepoWritesModule.build({ provide: REPO_WRITES_OPTIONS, useValue: options });
+export class RepoWritesModule extends ConfigurableRepoWritesModule {
+  static override forRoot(options: RepoWritesModuleOptions & ForgeModuleExtras = {}): DynamicModule {
+    return withQueue(super.forRoot(options));
   }
 
-  static forRootAsync(options: RepoWritesModuleAsyncOptions): DynamicModule {
-    return RepoWritesModule.build({ provide: REPO_WRITES_OPTIONS, inject: options.inject ?? [], useFactory: options.useFactory });
-  }
-
-  private static build(optionsProvider: Provider): DynamicModule {
-    return {
-      module: RepoWritesModule,
-      imports: [DiscoveryModule],
-      providers: [
-        optionsProvider,
-        {
-          provide: RepoWriteQueue,
-          inject: [ForgeBus, REPO_WRITES_OPTIONS],
-          useFactory: async (bus: ForgeBus, options: RepoWritesModuleOptions) => {
-            const queue = new RepoWriteQueue(bus, { logger: new Logger('RepoWrites'), ...options });
-            await queue.init();
-            return queue;
-          },
-        },
-        RepoWritesLifecycle,
-      ],
-      exports: [RepoWriteQueue],
-    };
+  static override forRootAsync(options: RepoWritesModuleAsyncOptions): DynamicModule {
+    assertOneOptionsSource('RepoWritesModule', options);
+    return withQueue(super.forRootAsync(options));
   }
 }

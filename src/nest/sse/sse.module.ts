@@ -1,34 +1,9 @@
-import {
-  Global,
-  Inject,
-  Injectable,
-  Logger,
-  Module,
-  type DynamicModule,
-  type InjectionToken,
-  type OnApplicationBootstrap,
-  type OnModuleDestroy,
-  type OptionalFactoryDependency,
-  type Provider,
-} from '@nestjs/common';
+import { Inject, Injectable, Logger, Module, type DynamicModule, type InjectionToken, type OnApplicationBootstrap, type OnModuleDestroy, type Provider } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { ForgeBus } from '../../bus/index.js';
-import { SseHub, type SseAccessPolicy, type SseHubOptions } from '../../sse/index.js';
-
-export interface SseModuleOptions extends SseHubOptions {
-  /**
-   * The provider (class or token, anywhere in the application) that answers the hub's access
-   * questions. Looked up when first needed, so it may depend on the application's own services.
-   */
-  policy: InjectionToken;
-}
-
-export interface SseModuleAsyncOptions {
-  inject?: (InjectionToken | OptionalFactoryDependency)[];
-  useFactory: (...args: any[]) => SseModuleOptions | Promise<SseModuleOptions>;
-}
-
-const SSE_MODULE_OPTIONS = Symbol('SSE_MODULE_OPTIONS');
+import { SseHub, type SseAccessPolicy } from '../../sse/index.js';
+import { assertOneOptionsSource, type ForgeModuleExtras } from '../configurable-module.js';
+import { ConfigurableSseModule, SSE_OPTIONS, type SseModuleAsyncOptions, type SseModuleOptions } from './sse.module-definition.js';
 
 /** Defers to the application's policy provider, resolved once on first use. */
 function lazyPolicy(moduleRef: ModuleRef, token: InjectionToken): SseAccessPolicy {
@@ -43,7 +18,7 @@ function lazyPolicy(moduleRef: ModuleRef, token: InjectionToken): SseAccessPolic
 
 const hubProvider: Provider = {
   provide: SseHub,
-  inject: [ForgeBus, SSE_MODULE_OPTIONS, ModuleRef],
+  inject: [ForgeBus, SSE_OPTIONS, ModuleRef],
   useFactory: (bus: ForgeBus, { policy, ...options }: SseModuleOptions, moduleRef: ModuleRef) =>
     new SseHub(bus, lazyPolicy(moduleRef, policy), { logger: new Logger('SseHub'), ...options }),
 };
@@ -66,22 +41,31 @@ class SseHubLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
   }
 }
 
+function withHub(definition: DynamicModule): DynamicModule {
+  return {
+    ...definition,
+    providers: [...(definition.providers ?? []), hubProvider, SseHubLifecycle],
+    exports: [SseHub, SSE_OPTIONS],
+  };
+}
+
 /**
- * `SseModule.forRoot({ policy })`: the process's SseHub (needs ForgeBusModule). Controllers
- * authenticate and authorize a request, then hand the response to `hub.open(res, request)`.
+ * `SseModule.forRoot({ policy })` / `forRootAsync(...)`: the process's SseHub (needs ForgeBus,
+ * i.e. ForgeBusModule). Controllers authenticate and authorize a request, then hand the
+ * response to `hub.open(res, request)`.
+ *
+ * Global by default (`isGlobal: true`), as it always was: one hub per process serves every
+ * stream, whichever module's controller opens it. With `isGlobal: false`, import it where SseHub
+ * is injected.
  */
-@Global()
 @Module({})
-export class SseModule {
-  static forRoot(options: SseModuleOptions): DynamicModule {
-    return SseModule.build({ provide: SSE_MODULE_OPTIONS, useValue: options });
+export class SseModule extends ConfigurableSseModule {
+  static override forRoot(options: SseModuleOptions & ForgeModuleExtras): DynamicModule {
+    return withHub(super.forRoot(options));
   }
 
-  static forRootAsync(options: SseModuleAsyncOptions): DynamicModule {
-    return SseModule.build({ provide: SSE_MODULE_OPTIONS, inject: options.inject ?? [], useFactory: options.useFactory });
-  }
-
-  private static build(optionsProvider: Provider): DynamicModule {
-    return { module: SseModule, providers: [optionsProvider, hubProvider, SseHubLifecycle], exports: [SseHub] };
+  static override forRootAsync(options: SseModuleAsyncOptions): DynamicModule {
+    assertOneOptionsSource('SseModule', options);
+    return withHub(super.forRootAsync(options));
   }
 }

@@ -1,20 +1,24 @@
-import { createInbox } from '@nats-io/transport-node';
-import { ClientProxy, type ReadPacket, type WritePacket } from '@nestjs/microservices';
+import { createInbox, type Msg } from '@nats-io/transport-node';
+import { ClientProxy, type IncomingResponse, type ReadPacket, type WritePacket } from '@nestjs/microservices';
 import { ForgeBus, type EventInput, type ForgeBusOptions } from '../../bus/index.js';
+import { JsonRequestSerializer, JsonResponseDeserializer, messageOf, toWireMessage, type ForgeBusClientCodecOptions } from './codec.js';
+import { ForgeBusRpcError, type ForgeBusRpcErrorCode } from './errors.js';
 import { rpcSubject } from './rpc.js';
 
-export type ForgeBusClientOptions = ({ bus: ForgeBus } | ForgeBusOptions) & {
-  /** How long `send()` waits for the first reply (default 10 s). */
-  requestTimeoutMs?: number;
-};
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+export type ForgeBusClientOptions = ({ bus: ForgeBus } | ForgeBusOptions) &
+  ForgeBusClientCodecOptions & {
+    /** How long `send()` waits for the first reply (default 10 s). */
+    requestTimeoutMs?: number;
+  };
 
 /**
  * ClientProxy over forgebus. `emit(type, { repo, payload, actor })` publishes a forge event
  * (validated, persisted in FORGE_EVENTS); `send(pattern, data)` is a request answered by one
- * node's `@MessagePattern(pattern)` handler.
+ * node's `@MessagePattern(pattern)` handler. Local failures of `send()` are ForgeBusRpcErrors;
+ * errors raised by the remote handler arrive as Nest transmits them.
+ *
+ * `serializer`/`deserializer` set the wire format of requests and replies (default JSON) and
+ * must match the servers'; `emit()` publishes in the bus's event format whatever they are.
  */
 export class ForgeBusClient extends ClientProxy {
   private bus?: ForgeBus;
@@ -23,6 +27,8 @@ export class ForgeBusClient extends ClientProxy {
 
   constructor(private readonly options: ForgeBusClientOptions) {
     super();
+    this.initializeSerializer(options);
+    this.initializeDeserializer(options);
   }
 
   connect(): Promise<ForgeBus> {
@@ -30,7 +36,8 @@ export class ForgeBusClient extends ClientProxy {
       if ('bus' in this.options) {
         this.bus = this.options.bus;
       } else {
-        this.bus = await ForgeBus.connect({ ...this.options, feed: undefined });
+        const { serializer: _serializer, deserializer: _deserializer, requestTimeoutMs: _timeout, ...busOptions } = this.options;
+        this.bus = await ForgeBus.connect({ ...busOptions, feed: undefined });
         this.ownsBus = true;
       }
       return this.bus;
@@ -44,7 +51,7 @@ export class ForgeBusClient extends ClientProxy {
   }
 
   unwrap<T>(): T {
-    if (!this.bus) throw new Error('ForgeBusClient is not connected: call connect() first');
+    if (!this.bus) throw new ForgeBusRpcError('RPC_TRANSPORT', 'ForgeBusClient is not connected: call connect() first');
     return this.bus as T;
   }
 
@@ -59,42 +66,62 @@ export class ForgeBusClient extends ClientProxy {
       }
       callback(reply);
     };
+    const fail = (code: ForgeBusRpcErrorCode, message: string, cause?: unknown) =>
+      finish({ err: new ForgeBusRpcError(code, message, { cause }), isDisposed: true });
     void this.connect()
-      .then((bus) => {
-        const { id } = this.assignPacketId(packet);
+      .then(async (bus) => {
+        const request = this.assignPacketId(packet);
         const pattern = this.normalizePattern(packet.pattern);
+        let wire: ReturnType<typeof toWireMessage>;
+        try {
+          wire = toWireMessage(await this.serializer.serialize(request), 'ForgeBusClient');
+        } catch (err) {
+          return fail('RPC_CODEC', `cannot serialize the request to "${pattern}": ${messageOf(err)}`, err);
+        }
+        if (settled) return;
         const inbox = createInbox();
         const timeoutMs = this.options.requestTimeoutMs ?? 10_000;
-        const timer = setTimeout(
-          () => finish({ err: `no reply to "${pattern}" within ${timeoutMs} ms`, isDisposed: true }),
-          timeoutMs,
-        );
+        const timer = setTimeout(() => fail('RPC_TIMEOUT', `no reply to "${pattern}" within ${timeoutMs} ms: is a node handling it running and reachable?`), timeoutMs);
+        // Replies of a streamed (Observable) answer are decoded one after the other, in arrival order.
+        let decoded = Promise.resolve();
         const sub = bus.nc.subscribe(inbox, {
           callback: (err, msg) => {
             clearTimeout(timer);
-            if (err) return finish({ err: err.message, isDisposed: true });
+            if (err) return fail('RPC_TRANSPORT', `request to "${pattern}" failed: ${err.message}`, err);
             if (msg.headers?.code === 503) {
-              return finish({ err: `no forgebus node handles "${pattern}" (no responders)`, isDisposed: true });
+              return fail('RPC_NO_RESPONDERS', `no forgebus node handles "${pattern}" (no responders): start a ForgeBusServer with @MessagePattern('${pattern}')`);
             }
-            try {
-              finish(JSON.parse(decoder.decode(msg.data)) as WritePacket);
-            } catch {
-              finish({ err: `unreadable reply to "${pattern}"`, isDisposed: true });
-            }
+            decoded = decoded.then(() => this.deliverReply(pattern, msg, finish, fail));
           },
         });
         unsubscribe = () => {
           clearTimeout(timer);
           sub.unsubscribe();
         };
-        if (settled) return unsubscribe();
-        bus.nc.publish(rpcSubject(pattern), encoder.encode(JSON.stringify({ id, data: packet.data })), { reply: inbox });
+        bus.nc.publish(rpcSubject(pattern), wire.data, { reply: inbox, headers: wire.headers });
       })
-      .catch((err: Error) => finish({ err: err.message, isDisposed: true }));
+      .catch((err: unknown) => fail('RPC_TRANSPORT', `request to "${String(packet.pattern)}" failed: ${messageOf(err)}`, err));
     return () => {
       settled = true;
       unsubscribe();
     };
+  }
+
+  private async deliverReply(
+    pattern: string,
+    msg: Msg,
+    finish: (reply: WritePacket) => void,
+    fail: (code: ForgeBusRpcErrorCode, message: string, cause?: unknown) => void,
+  ): Promise<void> {
+    let reply: IncomingResponse;
+    try {
+      reply = await this.deserializer.deserialize(msg);
+      if (typeof reply !== 'object' || reply === null) throw new ForgeBusRpcError('RPC_CODEC', `the deserializer returned ${String(reply)}`);
+    } catch (err) {
+      return fail('RPC_CODEC', `unreadable reply to "${pattern}" (${messageOf(err)}): do client and server use the same serializer/deserializer?`, err);
+    }
+    const { err, response, isDisposed } = reply;
+    finish(isDisposed || err !== undefined ? { err, response, isDisposed: true } : { response });
   }
 
   /** `emit(type, input)`: input is the event without its type ({ repo | user, payload, actor? }). */
@@ -102,5 +129,13 @@ export class ForgeBusClient extends ClientProxy {
     const bus = await this.connect();
     const published = await bus.publish({ ...packet.data, type: this.normalizePattern(packet.pattern) });
     return published as T;
+  }
+
+  protected override initializeSerializer(options: ForgeBusClientCodecOptions): void {
+    this.serializer = options.serializer ?? new JsonRequestSerializer();
+  }
+
+  protected override initializeDeserializer(options: ForgeBusClientCodecOptions): void {
+    this.deserializer = options.deserializer ?? new JsonResponseDeserializer();
   }
 }

@@ -1,24 +1,28 @@
 import { randomUUID } from 'node:crypto';
 import type { Msg, Subscription } from '@nats-io/transport-node';
-import { Server, type CustomTransportStrategy, type WritePacket } from '@nestjs/microservices';
-import { ForgeBus, type DeliveredEvent, type FeedSubscription, type ForgeBusOptions } from '../../bus/index.js';
+import { Server, type CustomTransportStrategy, type IncomingRequest, type OutgoingResponse } from '@nestjs/microservices';
+import { ForgeBus, ForgeBusError, type DeliveredEvent, type FeedSubscription, type ForgeBusOptions } from '../../bus/index.js';
+import { JsonRequestDeserializer, JsonResponseSerializer, messageOf, toWireMessage, type ForgeBusServerCodecOptions } from './codec.js';
+import { ForgeBusRpcError } from './errors.js';
 import { ForgeBusContext } from './forge-bus.context.js';
-import { RPC_QUEUE, rpcSubject, type RpcRequest } from './rpc.js';
+import { RPC_QUEUE, rpcSubject } from './rpc.js';
 
-export type ForgeBusServerOptions =
+export type ForgeBusServerOptions = (
   /** Share the connection of a ForgeBus the application already has (e.g. `app.get(ForgeBus)`). */
   | { bus: ForgeBus }
   /** Or let the transport connect on its own. */
-  | ForgeBusOptions;
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+  | ForgeBusOptions
+) &
+  ForgeBusServerCodecOptions;
 
 /**
  * A @nestjs/microservices transport over forgebus. `@EventPattern('issue.deleted')` handlers
  * receive events from the process's ordered feed (payload: the envelope; `@Ctx()` gives the
  * sequence); `@MessagePattern('x')` handlers answer requests sent with ForgeBusClient.send, one
  * node of the cluster per request (queue group).
+ *
+ * `serializer`/`deserializer` set the wire format of requests and replies, as for Nest's NATS
+ * transport (default JSON); events keep the bus's envelope format (see ForgeBusServerCodecOptions).
  *
  *   app.connectMicroservice({ strategy: new ForgeBusServer({ bus: app.get(ForgeBus) }) });
  */
@@ -30,6 +34,8 @@ export class ForgeBusServer extends Server implements CustomTransportStrategy {
 
   constructor(private readonly options: ForgeBusServerOptions) {
     super();
+    this.initializeSerializer(options);
+    this.initializeDeserializer(options);
   }
 
   async listen(callback: (err?: unknown) => void): Promise<void> {
@@ -37,7 +43,8 @@ export class ForgeBusServer extends Server implements CustomTransportStrategy {
       if ('bus' in this.options) {
         this.bus = this.options.bus;
       } else {
-        this.bus = await ForgeBus.connect(this.options);
+        const { serializer: _serializer, deserializer: _deserializer, ...busOptions } = this.options;
+        this.bus = await ForgeBus.connect(busOptions);
         this.ownsBus = true;
       }
       this.bindHandlers(this.bus);
@@ -70,28 +77,47 @@ export class ForgeBusServer extends Server implements CustomTransportStrategy {
   }
 
   private async handleRequestMessage(pattern: string, msg: Msg): Promise<void> {
-    let request: RpcRequest;
-    const respond = (packet: WritePacket & { id: string }) => {
-      if (msg.reply) msg.respond(encoder.encode(JSON.stringify(packet)));
-    };
+    let request: IncomingRequest;
     try {
-      request = JSON.parse(decoder.decode(msg.data)) as RpcRequest;
-      if (typeof request !== 'object' || request === null) throw new Error('not an object');
-    } catch {
-      respond({ id: randomUUID(), err: `malformed forgebus RPC request on ${msg.subject}`, isDisposed: true });
+      // A packet without id is still answered: the reply goes to the message's own inbox.
+      request = (await this.deserializer.deserialize(msg, { channel: pattern, replyTo: msg.reply })) as IncomingRequest;
+      if (typeof request !== 'object' || request === null) throw new ForgeBusRpcError('RPC_CODEC', `the deserializer returned ${String(request)}`);
+    } catch (err) {
+      await this.reply(msg, pattern, { id: randomUUID(), err: `malformed forgebus RPC request on ${msg.subject}: ${messageOf(err)}`, isDisposed: true });
       return;
     }
     const handler = this.getHandlerByPattern(pattern);
     if (!handler) {
-      respond({ id: request.id, err: `no handler for pattern "${pattern}"`, isDisposed: true });
+      await this.reply(msg, pattern, { id: request.id, err: `no handler for pattern "${pattern}"`, isDisposed: true });
       return;
     }
     const context = new ForgeBusContext([msg.subject, undefined]);
     this.handleRequest(
       context,
       async () => this.transformToObservable(await handler(request.data, context)),
-      (packet) => respond({ ...packet, id: request.id }),
+      (packet) => this.reply(msg, pattern, { ...packet, id: request.id }),
     );
+  }
+
+  private async reply(msg: Msg, pattern: string, packet: OutgoingResponse): Promise<void> {
+    if (!msg.reply) return;
+    let wire: ReturnType<typeof toWireMessage>;
+    try {
+      wire = toWireMessage(await this.serializer.serialize(packet), 'ForgeBusServer');
+    } catch (err) {
+      this.logger.error(`cannot serialize the reply to "${pattern}": ${messageOf(err)}`);
+      // Plain JSON: the caller may not read it, but fails at once instead of waiting for its timeout.
+      wire = { data: JSON.stringify({ id: packet.id, err: `the reply to "${pattern}" could not be serialized`, isDisposed: true }) };
+    }
+    msg.respond(wire.data, { headers: wire.headers });
+  }
+
+  protected override initializeSerializer(options: ForgeBusServerCodecOptions): void {
+    this.serializer = options.serializer ?? new JsonResponseSerializer();
+  }
+
+  protected override initializeDeserializer(options: ForgeBusServerCodecOptions): void {
+    this.deserializer = options.deserializer ?? new JsonRequestDeserializer();
   }
 
   async close(): Promise<void> {
@@ -101,11 +127,11 @@ export class ForgeBusServer extends Server implements CustomTransportStrategy {
   }
 
   on(): never {
-    throw new Error('ForgeBusServer has no status events: use ForgeBusOptions.connection.onStatus');
+    throw new ForgeBusError('NOT_SUPPORTED', 'ForgeBusServer has no status events: use ForgeBusOptions.connection.onStatus');
   }
 
   unwrap<T>(): T {
-    if (!this.bus) throw new Error('ForgeBusServer is not listening yet');
+    if (!this.bus) throw new ForgeBusError('NOT_LISTENING', 'ForgeBusServer is not listening yet: unwrap() after app.startAllMicroservices()');
     return this.bus as T;
   }
 }

@@ -7,8 +7,3 @@ export function rpcSubject(pattern: string): string {
 
 /** Queue group of RPC subscriptions: one node of the cluster answers each request. */
 export const RPC_QUEUE = 'forgebus-rpc';
-
-export interface RpcRequest {
-  id: string;
-  data: unknown;
-}
