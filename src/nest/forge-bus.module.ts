@@ -1,7 +1,7 @@
 import { Inject, Logger, Module, type DynamicModule, type OnApplicationShutdown, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
-import { ForgeBus } from '../bus/index.js';
+import { boolean, checkOptions, FORGE_BUS_OPTION_RULES, ForgeBus, type OptionRules } from '../bus/index.js';
 import { assertOneOptionsSource, type ForgeModuleExtras } from './configurable-module.js';
 import { ForgeBusHealthIndicator } from './forge-bus.health.js';
 import {
@@ -12,11 +12,15 @@ import {
 } from './forge-bus.module-definition.js';
 import { ForgeEventsExplorer } from './forge-events.explorer.js';
 
+const MODULE_OPTION_RULES: OptionRules<ForgeBusModuleOptions & ForgeModuleExtras> = { ...FORGE_BUS_OPTION_RULES, startFeed: boolean, isGlobal: boolean };
+
 const busProvider: Provider = {
   provide: ForgeBus,
   inject: [FORGE_BUS_OPTIONS],
-  useFactory: ({ startFeed: _startFeed, ...options }: ForgeBusModuleOptions) =>
-    ForgeBus.connect({ logger: new Logger('ForgeBus'), ...options }),
+  useFactory: ({ startFeed: _startFeed, ...options }: ForgeBusModuleOptions) => {
+    checkOptions('ForgeBusModule', options, MODULE_OPTION_RULES);
+    return ForgeBus.connect({ logger: new Logger('ForgeBus'), ...options });
+  },
 };
 
 /** Adds what every ForgeBusModule needs to the definition the builder made from the options. */
@@ -46,6 +50,7 @@ export class ForgeBusModule extends ConfigurableForgeBusModule implements OnAppl
   }
 
   static override forRoot(options: ForgeBusModuleOptions & ForgeModuleExtras): DynamicModule {
+    checkOptions('ForgeBusModule', options, MODULE_OPTION_RULES);
     return withBus(super.forRoot(options));
   }
 

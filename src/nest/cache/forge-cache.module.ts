@@ -1,6 +1,7 @@
 import { Injectable, Logger, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit, type Provider } from '@nestjs/common';
 import { DiscoveryModule, DiscoveryService, MetadataScanner } from '@nestjs/core';
-import { ForgeBus } from '../../bus/index.js';
+import { boolean, checkOptions, ForgeBus, type OptionRules } from '../../bus/index.js';
+import { FORGE_CACHE_OPTION_RULES } from '../../cache/forge-cache.js';
 import { ForgeCache } from '../../cache/index.js';
 import { assertOneOptionsSource, type ForgeModuleExtras } from '../configurable-module.js';
 import { findDecoratedMethods } from '../decorated-methods.js';
@@ -37,10 +38,15 @@ class CachedMethodsExplorer implements OnModuleInit, OnApplicationShutdown {
   }
 }
 
+const MODULE_OPTION_RULES: OptionRules<ForgeCacheModuleOptions & ForgeModuleExtras> = { ...FORGE_CACHE_OPTION_RULES, isGlobal: boolean };
+
 const cacheProvider: Provider = {
   provide: ForgeCache,
   inject: [ForgeBus, FORGE_CACHE_OPTIONS],
-  useFactory: (bus: ForgeBus, options: ForgeCacheModuleOptions) => new ForgeCache(bus, { logger: new Logger('ForgeCache'), ...options }),
+  useFactory: (bus: ForgeBus, options: ForgeCacheModuleOptions) => {
+    checkOptions('ForgeCacheModule', options, MODULE_OPTION_RULES);
+    return new ForgeCache(bus, { logger: new Logger('ForgeCache'), ...options });
+  },
 };
 
 function withCache(definition: DynamicModule): DynamicModule {
@@ -63,6 +69,7 @@ function withCache(definition: DynamicModule): DynamicModule {
 @Module({})
 export class ForgeCacheModule extends ConfigurableForgeCacheModule {
   static override forRoot(options: ForgeCacheModuleOptions & ForgeModuleExtras = {}): DynamicModule {
+    checkOptions('ForgeCacheModule', options, MODULE_OPTION_RULES);
     return withCache(super.forRoot(options));
   }
 

@@ -9,7 +9,8 @@ import {
   type Provider,
 } from '@nestjs/common';
 import { DiscoveryModule, DiscoveryService, MetadataScanner } from '@nestjs/core';
-import { ForgeBus } from '../../bus/index.js';
+import { boolean, checkOptions, ForgeBus, type OptionRules } from '../../bus/index.js';
+import { REPO_WRITE_QUEUE_OPTION_RULES } from '../../repo-writes/write-queue.js';
 import { RepoWriteQueue, type RepoWriteHandler as Handler } from '../../repo-writes/index.js';
 import { assertOneOptionsSource, type ForgeModuleExtras } from '../configurable-module.js';
 import { findDecoratedMethods } from '../decorated-methods.js';
@@ -48,10 +49,13 @@ class RepoWritesLifecycle implements OnApplicationBootstrap, BeforeApplicationSh
   }
 }
 
+const MODULE_OPTION_RULES: OptionRules<RepoWritesModuleOptions & ForgeModuleExtras> = { ...REPO_WRITE_QUEUE_OPTION_RULES, workers: boolean, isGlobal: boolean };
+
 const queueProvider: Provider = {
   provide: RepoWriteQueue,
   inject: [ForgeBus, REPO_WRITES_OPTIONS],
   useFactory: async (bus: ForgeBus, { workers: _workers, ...options }: RepoWritesModuleOptions) => {
+    checkOptions('RepoWritesModule', options, MODULE_OPTION_RULES);
     const queue = new RepoWriteQueue(bus, { logger: new Logger('RepoWrites'), ...options });
     await queue.init();
     return queue;
@@ -78,6 +82,7 @@ function withQueue(definition: DynamicModule): DynamicModule {
 @Module({})
 export class RepoWritesModule extends ConfigurableRepoWritesModule {
   static override forRoot(options: RepoWritesModuleOptions & ForgeModuleExtras = {}): DynamicModule {
+    checkOptions('RepoWritesModule', options, MODULE_OPTION_RULES);
     return withQueue(super.forRoot(options));
   }
 

@@ -1,9 +1,22 @@
 import { Inject, Injectable, Logger, Module, type DynamicModule, type InjectionToken, type OnApplicationBootstrap, type OnModuleDestroy, type Provider } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import { ForgeBus } from '../../bus/index.js';
+import { boolean, checkOptions, ForgeBus, InvalidOptionError, type OptionRule, type OptionRules } from '../../bus/index.js';
+import { SSE_HUB_OPTION_RULES } from '../../sse/hub.js';
 import { SseHub, type SseAccessPolicy } from '../../sse/index.js';
 import { assertOneOptionsSource, type ForgeModuleExtras } from '../configurable-module.js';
 import { ConfigurableSseModule, SSE_OPTIONS, type SseModuleAsyncOptions, type SseModuleOptions } from './sse.module-definition.js';
+
+const injectionToken: OptionRule = (value) =>
+  typeof value === 'string' || typeof value === 'symbol' || typeof value === 'function' ? undefined : 'an injection token (a class, string or symbol)';
+
+const MODULE_OPTION_RULES: OptionRules<SseModuleOptions & ForgeModuleExtras> = { ...SSE_HUB_OPTION_RULES, policy: injectionToken, isGlobal: boolean };
+
+function checkModuleOptions(options: SseModuleOptions & ForgeModuleExtras): void {
+  if (options?.policy === undefined) {
+    throw new InvalidOptionError('SseModule', 'policy', undefined, "given: the provider (class or token) that answers the hub's access questions");
+  }
+  checkOptions('SseModule', options, MODULE_OPTION_RULES);
+}
 
 /** Defers to the application's policy provider, resolved once on first use. */
 function lazyPolicy(moduleRef: ModuleRef, token: InjectionToken): SseAccessPolicy {
@@ -19,8 +32,10 @@ function lazyPolicy(moduleRef: ModuleRef, token: InjectionToken): SseAccessPolic
 const hubProvider: Provider = {
   provide: SseHub,
   inject: [ForgeBus, SSE_OPTIONS, ModuleRef],
-  useFactory: (bus: ForgeBus, { policy, ...options }: SseModuleOptions, moduleRef: ModuleRef) =>
-    new SseHub(bus, lazyPolicy(moduleRef, policy), { logger: new Logger('SseHub'), ...options }),
+  useFactory: (bus: ForgeBus, { policy, ...options }: SseModuleOptions, moduleRef: ModuleRef) => {
+    checkModuleOptions({ policy, ...options });
+    return new SseHub(bus, lazyPolicy(moduleRef, policy), { logger: new Logger('SseHub'), ...options });
+  },
 };
 
 /**
@@ -61,6 +76,7 @@ function withHub(definition: DynamicModule): DynamicModule {
 @Module({})
 export class SseModule extends ConfigurableSseModule {
   static override forRoot(options: SseModuleOptions & ForgeModuleExtras): DynamicModule {
+    checkModuleOptions(options);
     return withHub(super.forRoot(options));
   }
 
