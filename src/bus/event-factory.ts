@@ -48,6 +48,7 @@ export class EventFactory {
       actor: input.actor ?? null,
       payload: this.catalog.validatePayload(input.type, version, input.payload),
     };
+    assertScopeFields(def, input);
     if (def.scope === 'repo') {
       if (!input.repo) throw new InvalidEventError('repo', 'is required: this event type is about a repository', input.type);
       envelope.repo = { owner: input.repo.owner, name: input.repo.name };
@@ -65,7 +66,21 @@ export class EventFactory {
   }
 }
 
+/**
+ * A repository event carries no `user`, a user event no `repo`, a site event neither: a field the
+ * scope does not allow would route the event one way live and another way on replay.
+ */
+function assertScopeFields(def: EventDefinition, event: { repo?: unknown; user?: unknown; type: string }): void {
+  if (def.scope !== 'repo' && event.repo !== undefined) {
+    throw new InvalidEventError('repo', `is not allowed: "${def.type}" is a ${def.scope} event`, event.type);
+  }
+  if (def.scope !== 'user' && event.user !== undefined) {
+    throw new InvalidEventError('user', `is not allowed: "${def.type}" is a ${def.scope} event`, event.type);
+  }
+}
+
 function subjectFor(def: EventDefinition, envelope: EventEnvelope): string {
+  assertScopeFields(def, envelope);
   switch (def.scope) {
     case 'repo':
       if (!envelope.repo) throw new InvalidEventError('repo', 'is required', envelope.type);

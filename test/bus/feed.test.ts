@@ -92,6 +92,9 @@ describe('event feed', () => {
     const js = jetstream(nc);
     const enc = (v: unknown) => new TextEncoder().encode(typeof v === 'string' ? v : JSON.stringify(v));
     const valid = bus.events.create(issueCreated(1));
+    const notice = bus.events.create({ type: 'user.notification_count', user: 'bob', payload: { count: 1 } });
+    // JSON.stringify cannot write an own __proto__ key: splice it into the text, as an attacker would.
+    const withPayloadKey = (envelope: object, key: string) => JSON.stringify(envelope).replace('"payload":{', `"payload":{"${key}":{"polluted":true},`);
     const kinds: [string, (i: number) => { subject: string; data: Uint8Array }][] = [
       ['bad JSON', (i) => ({ subject: 'forge.repo.acme.web.issue.created', data: enc(`{"id": "x${i}", "type": `) })],
       ['not an object', (i) => ({ subject: 'forge.repo.acme.web.issue.created', data: enc(`[${i}]`) })],
@@ -103,6 +106,11 @@ describe('event feed', () => {
       ['wrong type subject', (i) => ({ subject: 'forge.repo.acme.web.issue.deleted', data: enc({ ...valid, id: `s${i}` }) })],
       ['repo event on a user subject', (i) => ({ subject: 'forge.user.bob.issue.created', data: enc({ ...valid, id: `x${i}` }) })],
       ['empty body', () => ({ subject: 'forge.site.repo.created', data: new Uint8Array(0) })],
+      // Live SSE would route it by `repo` to that repository's watchers, a replay by subject to the user.
+      ['user event that also names a repository', (i) => ({ subject: 'forge.user.bob.user.notification_count', data: enc({ ...notice, id: `r${i}`, repo: web }) })],
+      ['repository event that also names a user', (i) => ({ subject: 'forge.repo.acme.web.issue.created', data: enc({ ...valid, id: `n${i}`, user: 'bob' }) })],
+      ['prototype key in the payload', (i) => ({ subject: 'forge.repo.acme.web.issue.created', data: enc(withPayloadKey({ ...valid, id: `p${i}` }, '__proto__')) })],
+      ['constructor key in the payload', (i) => ({ subject: 'forge.repo.acme.web.issue.created', data: enc(withPayloadKey({ ...valid, id: `c${i}` }, 'constructor')) })],
     ];
     const total = 1_000;
     for (let start = 0; start < total; start += 200) {

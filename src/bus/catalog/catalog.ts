@@ -34,6 +34,26 @@ function firstErrorPath(errors: ValidationError[], prefix = 'payload'): { field:
   return { field, reason: 'is invalid' };
 }
 
+const PROTOTYPE_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * The path of the first own `__proto__`, `constructor` or `prototype` key at any depth (JSON.parse
+ * makes them own properties). class-transformer and class-validator's whitelist let them through,
+ * and handlers that copy a payload could then change an object's prototype.
+ */
+function findPrototypeKey(payload: object): string | undefined {
+  const stack: [unknown, string][] = [[payload, 'payload']];
+  while (stack.length > 0) {
+    const [value, path] = stack.pop()!;
+    if (typeof value !== 'object' || value === null) continue;
+    for (const key of Object.keys(value)) {
+      if (PROTOTYPE_KEYS.has(key)) return `${path}.${key}`;
+      stack.push([(value as Record<string, unknown>)[key], `${path}.${key}`]);
+    }
+  }
+  return undefined;
+}
+
 /**
  * The registry of event types a process knows. Publishing validates against it; the feed drops
  * (and counts) messages whose type or version it does not know.
@@ -107,6 +127,8 @@ export class EventCatalog {
     if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
       throw new InvalidEventError('payload', 'must be an object', type);
     }
+    const forbidden = findPrototypeKey(payload);
+    if (forbidden) throw new InvalidEventError(forbidden, 'is not allowed (a prototype key)', type);
     // Fast path for the common case; class-validator decides (and explains) everything else.
     if (fastCheck?.(payload as Record<string, unknown>)) return payload;
     const instance = plainToInstance(def.payload, payload);
