@@ -7,7 +7,7 @@ import { InvalidOptionError } from './errors.js';
 import { EventFactory, type EventInput, type KnownEventInput } from './event-factory.js';
 import { CONNECTION_OPTION_RULES } from './connection.js';
 import { EventFeed, FEED_OPTION_RULES, type EventFeedOptions, type EventHandler, type FeedSubscription } from './feed.js';
-import { consoleLogger, type BusLogger } from './logger.js';
+import { consoleLogger, RateLimitedLog, type BusLogger } from './logger.js';
 import type { EventFilter, TypePattern } from './patterns.js';
 import { arrayOf, boolean, checkOptions, logger, matching, nested, type OptionRule, type OptionRules } from './options.js';
 import { EventPublisher, PUBLISHER_OPTION_RULES, type PublishAck, type PublisherOptions } from './publisher.js';
@@ -26,6 +26,15 @@ export interface ForgeBusOptions {
   publisher?: PublisherOptions;
   feed?: Omit<EventFeedOptions, 'stream' | 'logger'>;
   logger?: BusLogger;
+}
+
+interface ConnectionState {
+  up: boolean;
+}
+
+function trackConnection(link: ConnectionState, status: Status): void {
+  if (status.type === 'reconnect') link.up = true;
+  else if (status.type === 'disconnect' || status.type === 'reconnecting' || status.type === 'staleConnection') link.up = false;
 }
 
 export interface PublishedEvent<P = unknown> extends PublishAck {
@@ -58,8 +67,10 @@ export class ForgeBus {
   readonly events: EventFactory;
   readonly publisher: EventPublisher;
   readonly feed: EventFeed;
-  private lastStatus: Status['type'] | 'connected' = 'connected';
+  /** Connection status listeners that threw (each is isolated: the others and the bus still run). */
+  readonly statusStats = { listenerErrors: 0 };
   private readonly statusListeners = new Set<(status: Status) => void>();
+  private readonly statusLog: RateLimitedLog;
   private closing?: Promise<void>;
 
   private constructor(
@@ -68,8 +79,11 @@ export class ForgeBus {
     readonly nodeId: string,
     readonly streamName: string,
     readonly provisioned: ProvisionResult | undefined,
+    private readonly link: ConnectionState,
     options: ForgeBusOptions,
   ) {
+    const logger = options.logger ?? consoleLogger;
+    this.statusLog = new RateLimitedLog((m) => logger.error(m));
     this.events = new EventFactory(catalog, nodeId);
     this.publisher = new EventPublisher(nc, { stream: streamName, ...options.publisher });
     this.feed = new EventFeed(nc, catalog, this.events, {
@@ -84,18 +98,24 @@ export class ForgeBus {
     if (options?.nodeId === undefined) throw new InvalidOptionError('ForgeBus.connect', 'nodeId', undefined, 'given: this process\'s node id, 1-64 characters of [A-Za-z0-9_-]');
     const catalog = new EventCatalog([...BUILTIN_EVENTS, ...(options.events ?? [])]);
     let bus: ForgeBus | undefined;
+    // Tracked from the first status on, also while the stream is being provisioned.
+    const link: ConnectionState = { up: true };
     const onStatus = options.connection?.onStatus;
-    const nc = await connectBus({
-      ...options.connection,
-      name: options.connection?.name ?? `forge-node:${options.nodeId}`,
-      onStatus: (status) => {
-        onStatus?.(status);
-        bus?.onConnectionStatus(status);
+    const nc = await connectBus(
+      {
+        ...options.connection,
+        name: options.connection?.name ?? `forge-node:${options.nodeId}`,
+        onStatus: (status) => {
+          trackConnection(link, status);
+          bus?.notifyStatus(status);
+          onStatus?.(status);
+        },
       },
-    });
+      options.logger,
+    );
     try {
       const provisioned = options.provisionStream === false ? undefined : await ensureEventStream(nc, options.stream);
-      bus = new ForgeBus(nc, catalog, options.nodeId, options.stream?.name ?? 'FORGE_EVENTS', provisioned, options);
+      bus = new ForgeBus(nc, catalog, options.nodeId, options.stream?.name ?? 'FORGE_EVENTS', provisioned, link, options);
       return bus;
     } catch (err) {
       await nc.close();
@@ -103,10 +123,15 @@ export class ForgeBus {
     }
   }
 
-  private onConnectionStatus(status: Status): void {
-    if (status.type === 'reconnect') this.lastStatus = 'connected';
-    else if (status.type === 'disconnect' || status.type === 'reconnecting' || status.type === 'staleConnection') this.lastStatus = 'disconnect';
-    for (const listener of this.statusListeners) listener(status);
+  private notifyStatus(status: Status): void {
+    for (const listener of this.statusListeners) {
+      try {
+        listener(status);
+      } catch (err) {
+        this.statusStats.listenerErrors++;
+        this.statusLog.line(`a connection status listener threw on "${status.type}" (the others still ran): ${(err as Error).message}`);
+      }
+    }
   }
 
   /** Adds a listener for connection status changes (disconnect, reconnect, …). */
@@ -117,7 +142,7 @@ export class ForgeBus {
 
   /** True while the connection is up (not disconnected, reconnecting or closed). */
   get connected(): boolean {
-    return !this.nc.isClosed() && this.lastStatus === 'connected';
+    return !this.nc.isClosed() && this.link.up;
   }
 
   /** Validates, publishes with Nats-Msg-Id = event id, resolves with the stream sequence. */

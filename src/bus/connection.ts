@@ -7,6 +7,7 @@ import {
   type Status,
 } from '@nats-io/transport-node';
 import { ForgeBusConfigError } from './errors.js';
+import { consoleLogger, type BusLogger } from './logger.js';
 import { anyOf, arrayOf, boolean, fn, millis, nonEmptyString, type OptionRule, type OptionRules } from './options.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
@@ -97,10 +98,30 @@ function authOptions(credentials: BusCredentials): Partial<NodeConnectionOptions
 }
 
 /**
+ * Forwards every status change for the life of the connection. A throwing listener must not end
+ * the loop: whoever tracks "connected" (the bus, the cache's trust state) would freeze in its
+ * last state. If the iterator itself ends while the connection is open, that is said, not hidden.
+ */
+async function watchStatus(nc: NatsConnection, onStatus: (status: Status) => void, logger: BusLogger): Promise<void> {
+  try {
+    for await (const status of nc.status()) {
+      try {
+        onStatus(status);
+      } catch (err) {
+        logger.error(`a NATS connection status listener threw on "${status.type}" (ignored): ${(err as Error).message}`);
+      }
+    }
+  } catch (err) {
+    logger.error(`NATS connection status stream failed: ${(err as Error).message}`);
+  }
+  if (!nc.isClosed()) logger.error('NATS connection status stream ended while the connection is open: status changes are no longer tracked');
+}
+
+/**
  * Opens the one NATS connection a forgebus process uses: named, to every configured server,
  * reconnecting forever with backoff, status changes forwarded to `onStatus`.
  */
-export async function connectBus(options: BusConnectionOptions): Promise<NatsConnection> {
+export async function connectBus(options: BusConnectionOptions, logger: BusLogger = consoleLogger): Promise<NatsConnection> {
   if (!options.name) throw new ForgeBusConfigError('a connection name is required (e.g. forge-node:<nodeId>)');
   const backoff = reconnectBackoff(options.reconnectDelayMs ?? 250, options.maxReconnectDelayMs ?? 5_000);
   const nc = await connect({
@@ -114,11 +135,9 @@ export async function connectBus(options: BusConnectionOptions): Promise<NatsCon
     reconnectTimeWait: options.reconnectDelayMs ?? 250,
     ...authOptions(options),
   });
-  void (async () => {
-    for await (const status of nc.status()) {
-      if (status.type === 'reconnect') backoff.reset();
-      options.onStatus?.(status);
-    }
-  })().catch(() => undefined);
+  void watchStatus(nc, (status) => {
+    if (status.type === 'reconnect') backoff.reset();
+    options.onStatus?.(status);
+  }, logger);
   return nc;
 }

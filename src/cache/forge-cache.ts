@@ -42,6 +42,8 @@ export interface ForgeCacheStats extends TaggedCacheStats {
   localInvalidations: number;
   /** Flushes caused by a feed gap (events the stream no longer holds). */
   gapFlushes: number;
+  /** Invalidation rules that threw: each flushed the whole cache (what was stale is unknown). */
+  ruleFailures: number;
   /** Stream sequence of the newest event applied. */
   lastAppliedSeq: number;
   /** ms between the newest applied event's occurredAt and now; null before the first one. */
@@ -81,7 +83,8 @@ export class ForgeCache {
   /** Stream sequence up to which lost events were already answered with a flush. */
   private flushedThroughSeq = 0;
   private newestOccurredAt?: number;
-  private readonly counters = { bypassedReads: 0, staleReads: 0, eventsApplied: 0, localInvalidations: 0, gapFlushes: 0 };
+  private readonly counters = { bypassedReads: 0, staleReads: 0, eventsApplied: 0, localInvalidations: 0, gapFlushes: 0, ruleFailures: 0 };
+  private readonly ruleLog: RateLimitedLog;
   private readonly subscriptions: FeedSubscription[] = [];
 
   constructor(
@@ -97,6 +100,7 @@ export class ForgeCache {
     this.enabled = options.enabled ?? true;
     this.logger = options.logger ?? consoleLogger;
     this.staleLog = new RateLimitedLog((m) => this.logger.warn(m), 5);
+    this.ruleLog = new RateLimitedLog((m) => this.logger.error(m), 5);
     this.state = bus.connected ? 'live' : 'disconnected';
     this.subscriptions.push(
       bus.on('*', (event) => this.applyEvent(event)),
@@ -166,10 +170,25 @@ export class ForgeCache {
 
   /** Applies the invalidation rules of an event this node produced, before it returns. */
   applyLocal(envelope: EventEnvelope): void {
-    const tags = this.rules.tagsFor(envelope);
+    const tags = this.tagsOf(envelope, 'a local change');
     if (tags.length === 0) return;
     this.counters.localInvalidations++;
     this.entries.invalidate(tags);
+  }
+
+  /**
+   * The tags an event invalidates. A rule that throws must not leave stale entries behind, nor
+   * stop the feed or the caller: what the event made stale is unknown, so everything is flushed.
+   */
+  private tagsOf(envelope: EventEnvelope, what: string): string[] {
+    try {
+      return this.rules.tagsFor(envelope);
+    } catch (err) {
+      this.counters.ruleFailures++;
+      this.ruleLog.line(`cache flushed: the invalidation rule for "${envelope.type}" threw on ${what}: ${(err as Error).message}`);
+      this.entries.flush();
+      return [];
+    }
   }
 
   /** Drops every entry with one of `tags` (for changes that have no event). */
@@ -194,7 +213,7 @@ export class ForgeCache {
     this.counters.eventsApplied++;
     const occurredAt = Date.parse(event.envelope.occurredAt);
     if (this.newestOccurredAt === undefined || occurredAt > this.newestOccurredAt) this.newestOccurredAt = occurredAt;
-    const tags = this.rules.tagsFor(event.envelope);
+    const tags = this.tagsOf(event.envelope, `event ${event.seq}`);
     if (tags.length > 0) this.entries.invalidate(tags);
     if (this.state === 'catching-up' && event.seq >= this.catchUpTarget) this.goLive();
   }

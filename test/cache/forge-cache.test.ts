@@ -24,6 +24,9 @@ function source<T>(value: () => T) {
   return loader;
 }
 
+/** An issue.updated envelope for issue 3, as the node that made the change applies it locally. */
+const localUpdateOf3 = { id: 'local', type: 'issue.updated', version: 1, occurredAt: new Date().toISOString(), origin: 'bad-rule', actor: 'alice', repo: web, payload: { number: 3 } };
+
 describe('ForgeCache on a real ForgeBus and nats-server', () => {
   let nats: TestNats;
   let publisher: ForgeBus;
@@ -151,6 +154,60 @@ describe('ForgeCache on a real ForgeBus and nats-server', () => {
     assert.ok(s.newestAppliedEventAgeMs !== null && s.newestAppliedEventAgeMs >= 0 && s.newestAppliedEventAgeMs < 60_000);
     assert.equal(s.invalidations, 2);
     assert.equal(s.invalidatedEntries, 3);
+  });
+
+  it('a throwing invalidation rule flushes the cache (what was stale is unknown), and neither the feed nor the caller stops', async () => {
+    const logger = new MemoryLogger();
+    const { cache } = await newNode('bad-rule', {
+      logger,
+      rules: {
+        'issue.updated': (e) => {
+          if ((e.payload as { number: number }).number === 3) throw new Error('rule bug');
+          return [];
+        },
+      },
+    });
+    const issue3 = source(async () => 'three');
+    const issue4 = source(async () => 'four');
+    await cache.getOrLoad(issueKey(3), issueTags(3), issue3);
+    await cache.getOrLoad(issueKey(4), issueTags(4), issue4);
+    const bad = await publisher.publish(issueUpdated(3));
+    await eventually(() => cache.stats.lastAppliedSeq >= bad.seq, 5_000, 'the event to be applied');
+    assert.equal(cache.stats.ruleFailures, 1);
+    assert.equal(cache.stats.entries, 0, 'every entry flushed, not only the ones the rule would have named');
+    assert.equal(cache.cacheState, 'live');
+    assert.ok(logger.matching(/invalidation rule for "issue.updated" threw/).length === 1);
+
+    await cache.getOrLoad(issueKey(4), issueTags(4), issue4);
+    const next = await publisher.publish({ type: 'issue.deleted', repo: web, actor: 'alice', payload: { number: 4 } });
+    await eventually(() => cache.stats.lastAppliedSeq >= next.seq, 5_000, 'the feed to go on');
+    assert.equal(cache.entries.has(issueKey(4)), false, 'later events still invalidate');
+
+    await cache.getOrLoad(issueKey(4), issueTags(4), issue4);
+    assert.doesNotThrow(() => cache.applyLocal(localUpdateOf3));
+    assert.equal(cache.stats.ruleFailures, 2);
+    assert.equal(cache.stats.entries, 0);
+  });
+
+  it('throwing connection status listeners do not freeze the bus or the cache: a later cut is still noticed', async () => {
+    const proxy = await TcpProxy.start(nats.port);
+    proxies.push(proxy);
+    const bus = await newBus('bad-listener', {
+      connection: { servers: proxy.url, reconnectDelayMs: 50, maxReconnectDelayMs: 200, onStatus: () => { throw new Error('user listener bug'); } },
+    });
+    bus.onStatus(() => {
+      throw new Error('listener bug');
+    });
+    const cache = new ForgeCache(bus, { logger: silentLogger });
+    caches.push(cache);
+    await bus.start();
+    for (let round = 1; round <= 2; round++) {
+      proxy.cut();
+      await eventually(() => cache.cacheState === 'disconnected' && !bus.connected, 10_000, `cut ${round} to be noticed`);
+      proxy.restore();
+      await eventually(() => cache.cacheState === 'live' && bus.connected, 15_000, `reconnect ${round} to be noticed`);
+    }
+    assert.ok(bus.statusStats.listenerErrors >= 4, `listener errors counted (${bus.statusStats.listenerErrors})`);
   });
 
   it('does not store an async fill that an event invalidated while it was loading', async () => {
