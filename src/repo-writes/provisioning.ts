@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, jetstreamManager, RetentionPolicy, StorageType, type StreamConfig } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstreamManager, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { ensureStream } from '../bus/index.js';
 import { partitionConsumerName, WRITE_SUBJECT_ROOT, WRITES_STREAM } from './partitions.js';
@@ -30,31 +30,36 @@ export function writesStreamConfig(): StreamConfig {
 export async function ensureWriteQueue(nc: NatsConnection, options: WriteQueueProvisioning): Promise<void> {
   const jsm = await jetstreamManager(nc);
   await ensureStream(jsm, writesStreamConfig());
-  const wanted = {
+  await Promise.all(Array.from({ length: options.partitions }, (_, partition) => ensurePartitionConsumer(jsm, partition, options)));
+}
+
+/**
+ * The durable consumer of one partition, created when missing (also after someone deleted it:
+ * the write workers call this before they re-open) and updated where its limits differ.
+ */
+export async function ensurePartitionConsumer(jsm: JetStreamManager, partition: number, options: WriteQueueProvisioning): Promise<void> {
+  const name = partitionConsumerName(partition);
+  const config = {
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     max_ack_pending: 1,
     ack_wait: nanos(options.ackWaitMs),
     max_deliver: options.maxDeliver,
+    durable_name: name,
+    filter_subject: `${WRITE_SUBJECT_ROOT}.${partition}.>`,
   };
-  await Promise.all(
-    Array.from({ length: options.partitions }, async (_, partition) => {
-      const name = partitionConsumerName(partition);
-      const config = { ...wanted, durable_name: name, filter_subject: `${WRITE_SUBJECT_ROOT}.${partition}.>` };
-      try {
-        const info = await jsm.consumers.info(WRITES_STREAM, name);
-        const c = info.config;
-        if (c.ack_wait !== config.ack_wait || c.max_deliver !== config.max_deliver || c.max_ack_pending !== 1) {
-          await jsm.consumers.update(WRITES_STREAM, name, { ack_wait: config.ack_wait, max_deliver: config.max_deliver, max_ack_pending: 1 });
-        }
-      } catch {
-        // Missing (or created by another node at the same moment: add is then a no-op).
-        await jsm.consumers.add(WRITES_STREAM, config).catch(async (err: unknown) => {
-          await jsm.consumers.info(WRITES_STREAM, name).catch(() => {
-            throw err;
-          });
-        });
-      }
-    }),
-  );
+  try {
+    const info = await jsm.consumers.info(WRITES_STREAM, name);
+    const c = info.config;
+    if (c.ack_wait !== config.ack_wait || c.max_deliver !== config.max_deliver || c.max_ack_pending !== 1) {
+      await jsm.consumers.update(WRITES_STREAM, name, { ack_wait: config.ack_wait, max_deliver: config.max_deliver, max_ack_pending: 1 });
+    }
+  } catch {
+    // Missing (or created by another node at the same moment: add is then a no-op).
+    await jsm.consumers.add(WRITES_STREAM, config).catch(async (err: unknown) => {
+      await jsm.consumers.info(WRITES_STREAM, name).catch(() => {
+        throw err;
+      });
+    });
+  }
 }

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { createInbox, type Msg, type Subscription } from '@nats-io/transport-node';
 import { checkOptions, consoleLogger, EventPublisher, ForgeBusConfigError, ForgeBusError, integer, logger, millis, nonEmptyString, type OptionRules, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
+import { PartitionWorker } from './partition-worker.js';
 import { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';
 import { DEFAULT_PARTITIONS, partitionConsumerName, partitionOf, writeSubject, WRITES_STREAM } from './partitions.js';
 import { ensureWriteQueue } from './provisioning.js';
@@ -97,6 +98,8 @@ export interface RepoWriteQueueStats {
   redelivered: number;
   inFlight: number;
   malformed: number;
+  /** Times a partition worker re-opened its consumer after it ended or failed (deleted, leader change …). */
+  workerRestarts: number;
   /** Mean ms between acceptance and the start of the (last) attempt. */
   meanQueueWaitMs: number;
   /** Mean ms a handler ran. */
@@ -133,8 +136,7 @@ export class RepoWriteQueue {
   private inboxSub?: Subscription;
   private results?: KV;
   private failures?: KV;
-  private readonly consumers: ConsumerMessages[] = [];
-  private readonly loops: Promise<void>[] = [];
+  private readonly workers: PartitionWorker[] = [];
   private stopping = false;
   private readonly counters = { submitted: 0, malformed: 0 };
   private readonly perPartition = new Map<number, PartitionStats>();
@@ -243,14 +245,12 @@ export class RepoWriteQueue {
 
   /** Starts pulling from every partition; this process then applies writes. */
   async startWorkers(): Promise<void> {
-    if (this.loops.length > 0) return;
-    const js = jetstream(this.bus.nc);
+    if (this.workers.length > 0) return;
+    const provisioning = { partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver };
     for (let partition = 0; partition < this.partitions; partition++) {
-      const consumer = await js.consumers.get(WRITES_STREAM, partitionConsumerName(partition));
-      // One at a time is all the server hands out anyway (max_ack_pending = 1).
-      const messages = await consumer.consume({ max_messages: 1 });
-      this.consumers.push(messages);
-      this.loops.push(this.work(partition, messages));
+      const worker = new PartitionWorker(this.bus.nc, partition, provisioning, (msg) => this.apply(partition, msg), this.logger, this.errorLog);
+      this.workers.push(worker);
+      worker.start();
     }
   }
 
@@ -262,6 +262,7 @@ export class RepoWriteQueue {
     return {
       submitted: this.counters.submitted,
       malformed: this.counters.malformed,
+      workerRestarts: this.workers.reduce((n, w) => n + w.restarts, 0),
       applied: sum((p) => p.applied),
       failed: sum((p) => p.failed),
       redelivered: sum((p) => p.redelivered),
@@ -275,8 +276,7 @@ export class RepoWriteQueue {
   /** Stops pulling (the write in progress finishes first) and stops waiting for outcomes. */
   async stop(): Promise<void> {
     this.stopping = true;
-    for (const c of this.consumers.splice(0)) c.stop();
-    await Promise.allSettled(this.loops.splice(0));
+    await Promise.allSettled(this.workers.splice(0).map((w) => w.stop()));
     this.inboxSub?.unsubscribe();
     this.publisher.close();
   }
@@ -288,17 +288,6 @@ export class RepoWriteQueue {
       this.perPartition.set(partition, stats);
     }
     return stats;
-  }
-
-  private async work(partition: number, messages: ConsumerMessages): Promise<void> {
-    try {
-      for await (const msg of messages) {
-        await this.apply(partition, msg);
-        if (this.stopping) break;
-      }
-    } catch (err) {
-      if (!this.stopping) this.logger.error(`write worker of partition ${partition} stopped: ${(err as Error).message}`);
-    }
   }
 
   private async apply(partition: number, msg: JsMsg): Promise<void> {
