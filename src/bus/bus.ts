@@ -86,11 +86,14 @@ export class ForgeBus {
     this.statusLog = new RateLimitedLog((m) => logger.error(m));
     this.events = new EventFactory(catalog, nodeId);
     this.publisher = new EventPublisher(nc, { stream: streamName, ...options.publisher });
-    this.feed = new EventFeed(nc, catalog, this.events, {
-      ...options.feed,
-      stream: streamName,
-      logger: options.logger ?? consoleLogger,
-    });
+    this.feed = new EventFeed(
+      nc,
+      catalog,
+      this.events,
+      { ...options.feed, stream: streamName, logger: options.logger ?? consoleLogger },
+      // A deleted stream is provisioned again, as at connect (unless this process must not).
+      () => (options.provisionStream === false ? Promise.resolve() : ensureEventStream(nc, options.stream)),
+    );
   }
 
   static async connect(options: ForgeBusOptions): Promise<ForgeBus> {

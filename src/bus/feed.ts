@@ -1,19 +1,15 @@
-import {
-  DeliverPolicy,
-  jetstream,
-  jetstreamManager,
-  type ConsumerMessages,
-  type JsMsg,
-} from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { EventCatalog } from './catalog/catalog.js';
 import { decodeDeliveredEvent } from './decode.js';
 import type { DeliveredEvent } from './envelope.js';
 import type { EventFactory } from './event-factory.js';
+import { ForgeBusError } from './errors.js';
 import { consoleLogger, RateLimitedLog, type BusLogger } from './logger.js';
 import { checkOptions, fn, integer, logger, nonEmptyString, type OptionRules } from './options.js';
 import { compileMatcher, type EventFilter, type EventMatcher, type TypePattern } from './patterns.js';
 import { EVENTS_STREAM } from './streams.js';
+import { streamIdentity, StreamWatch, type StreamIdentity } from './stream-watch.js';
 
 export type EventHandler = (event: DeliveredEvent) => unknown;
 
@@ -25,6 +21,21 @@ export interface FeedSubscription {
 export interface FeedGap {
   from: number;
   to: number;
+}
+
+/**
+ * The stream was deleted and created again: its sequences started over. The feed continues at
+ * the new stream's first event; caches must flush (events of the old stream may never have
+ * arrived) and SSE clients move to the new numbering.
+ */
+export interface FeedReset {
+  /** Creation times of the stream before and now. */
+  previousCreated: string;
+  created: string;
+  /** The last sequence the feed processed on the old stream. */
+  lastSeqBefore: number;
+  /** The feed's position on the new stream (its next event is `position + 1`). */
+  position: number;
 }
 
 export interface FeedStats {
@@ -40,6 +51,8 @@ export interface FeedStats {
   gaps: number;
   /** Highest stream sequence processed. */
   lastSeq: number;
+  /** Times the stream was found re-created (see FeedReset). */
+  resets: number;
 }
 
 export interface EventFeedOptions {
@@ -51,6 +64,8 @@ export interface EventFeedOptions {
   logger?: BusLogger;
   /** Called when sequences were missed: caches must flush, SSE must reset. */
   onGap?: (gap: FeedGap) => void;
+  /** How often the stream's identity is checked, to notice that it was re-created (default 2000 ms). */
+  streamCheckMs?: number;
 }
 
 export const FEED_OPTION_RULES: OptionRules<EventFeedOptions> = {
@@ -59,6 +74,7 @@ export const FEED_OPTION_RULES: OptionRules<EventFeedOptions> = {
   bufferMessages: integer(1, 1_000_000),
   logger,
   onGap: fn,
+  streamCheckMs: integer(100, 3_600_000),
 };
 
 interface Registration {
@@ -73,9 +89,13 @@ interface Registration {
  * feed notices when the stream could not give it that sequence and reports a gap.
  */
 export class EventFeed {
-  readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0 };
+  readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0, resets: 0 };
   private readonly registrations: Registration[] = [];
   private readonly gapListeners = new Set<(gap: FeedGap) => void>();
+  private readonly resetListeners = new Set<(reset: FeedReset) => void>();
+  private readonly listenerLog: RateLimitedLog;
+  private readonly watch: StreamWatch;
+  private pendingReset?: { now: StreamIdentity; before: StreamIdentity };
   private readonly stream: string;
   private readonly logger: BusLogger;
   private readonly malformedLog: RateLimitedLog;
@@ -91,12 +111,32 @@ export class EventFeed {
     private readonly catalog: EventCatalog,
     private readonly factory: EventFactory,
     private readonly options: EventFeedOptions = {},
+    /** Re-creates the stream if it disappears (the bus's provisioning; absent: wait for someone else). */
+    ensureStream: () => Promise<unknown> = async () => undefined,
   ) {
     checkOptions('EventFeed', options, FEED_OPTION_RULES);
     this.stream = options.stream ?? EVENTS_STREAM;
     this.logger = options.logger ?? consoleLogger;
     this.malformedLog = new RateLimitedLog((m) => this.logger.warn(m));
     this.handlerErrorLog = new RateLimitedLog((m) => this.logger.error(m));
+    this.listenerLog = new RateLimitedLog((m) => this.logger.error(m));
+    this.watch = new StreamWatch(
+      nc,
+      this.stream,
+      options.streamCheckMs ?? 2_000,
+      {
+        recreated: (now, before) => {
+          this.pendingReset = { now, before };
+          // Ends the consumer's iterator: the run loop applies the reset in stream order.
+          void this.messages?.close().catch(() => undefined);
+        },
+        missing: async () => {
+          await ensureStream();
+        },
+      },
+      this.logger,
+      new RateLimitedLog((m) => this.logger.warn(m)),
+    );
   }
 
   get running(): boolean {
@@ -123,6 +163,17 @@ export class EventFeed {
     };
   }
 
+  /** Adds a listener for resets (the stream was re-created; see FeedReset). */
+  onReset(listener: (reset: FeedReset) => void): FeedSubscription {
+    this.resetListeners.add(listener);
+    return { unsubscribe: () => this.resetListeners.delete(listener) };
+  }
+
+  /** Compares the stream's identity now (the feed also does so every `streamCheckMs`). */
+  checkStream(): Promise<void> {
+    return this.watch.check();
+  }
+
   /** Adds a listener for gaps (sequences the feed can no longer deliver). */
   onGap(listener: (gap: FeedGap) => void): FeedSubscription {
     this.gapListeners.add(listener);
@@ -131,19 +182,19 @@ export class EventFeed {
 
   async start(): Promise<void> {
     if (this.loop) return;
-    let startSeq = this.options.startSeq;
-    if (startSeq === undefined) {
-      const info = await (await jetstreamManager(this.nc)).streams.info(this.stream);
-      startSeq = info.state.last_seq + 1;
-    }
+    const identity = await streamIdentity(this.nc, this.stream);
+    if (!identity) throw new ForgeBusError('STREAM_NOT_FOUND', `stream ${this.stream} does not exist: provision it (ForgeBus.connect does, unless provisionStream is false)`);
+    const startSeq = this.options.startSeq ?? identity.lastSeq + 1;
     this.stats.lastSeq = startSeq - 1;
     this.positioned = true;
     this.messages = await this.open(startSeq);
+    this.watch.start(identity);
     this.loop = this.run();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.watch.stop();
     await this.messages?.close().catch(() => undefined);
     await this.loop;
   }
@@ -167,6 +218,12 @@ export class EventFeed {
         if (!this.stopping) this.logger.error(`event feed consumer failed: ${(err as Error).message}`);
       }
       if (this.stopping || this.nc.isClosed()) return;
+      const reset = this.pendingReset;
+      if (reset) {
+        this.pendingReset = undefined;
+        await this.restartOn(reset.now, reset.before);
+        continue;
+      }
       // The ordered consumer ended without being asked to (stream deleted and re-created, …):
       // open a new one where we left off, after a pause so a persistent fault does not spin.
       await new Promise((resolve) => setTimeout(resolve, 1_000));
@@ -180,6 +237,39 @@ export class EventFeed {
     }
   }
 
+  /** Continues at the first event of a re-created stream, after telling the reset listeners. */
+  private async restartOn(now: StreamIdentity, before: StreamIdentity): Promise<void> {
+    const reset: FeedReset = {
+      previousCreated: before.created,
+      created: now.created,
+      lastSeqBefore: this.stats.lastSeq,
+      position: Math.max(1, now.firstSeq) - 1,
+    };
+    this.stats.resets++;
+    this.stats.lastSeq = reset.position;
+    this.logger.warn(
+      `event feed restarts at sequence ${reset.position + 1} of the re-created stream ${this.stream} (it had processed ${reset.lastSeqBefore} of the old one)`,
+    );
+    this.notify(this.resetListeners, reset, 'reset');
+    try {
+      this.messages = await this.open(reset.position + 1);
+    } catch (err) {
+      this.logger.error(`event feed cannot open the re-created stream yet: ${(err as Error).message}; retrying`);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+  }
+
+  /** Calls each listener; one that throws is logged and does not keep the others from running. */
+  private notify<T>(listeners: Set<(value: T) => void>, value: T, what: string): void {
+    for (const listener of listeners) {
+      try {
+        listener(value);
+      } catch (err) {
+        this.listenerLog.line(`a feed ${what} listener threw: ${(err as Error).message}`);
+      }
+    }
+  }
+
   /** Handles one message; returns a promise only when some handler is async. */
   process(msg: Pick<JsMsg, 'seq' | 'subject' | 'data'>): Promise<void> | undefined {
     const seq = msg.seq;
@@ -189,8 +279,7 @@ export class EventFeed {
       const gap = { from: this.stats.lastSeq + 1, to: seq - 1 };
       this.stats.gaps++;
       this.logger.warn(`event feed missed sequences ${gap.from}..${gap.to}: the stream no longer holds them`);
-      this.options.onGap?.(gap);
-      for (const listener of this.gapListeners) listener(gap);
+      this.notify(new Set([...(this.options.onGap ? [this.options.onGap] : []), ...this.gapListeners]), gap, 'gap');
     }
     this.stats.lastSeq = seq;
     const event = this.decode(msg);

@@ -48,6 +48,7 @@ export {
   type EventHandler,
   type FeedSubscription,
   type FeedGap,
+  type FeedReset,
   type FeedStats,
   type EventFeedOptions,
 } from './feed.js';
@@ -111,6 +112,12 @@ export {
   type EventStreamOptions,
   type ProvisionResult,
 } from './streams.js';
+export {
+  streamIdentity,
+  StreamWatch,
+  type StreamIdentity,
+  type StreamWatchHooks,
+} from './stream-watch.js';
 export {
   SUBJECT_ROOT,
   encodeToken,

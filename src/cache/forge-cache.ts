@@ -42,6 +42,8 @@ export interface ForgeCacheStats extends TaggedCacheStats {
   localInvalidations: number;
   /** Flushes caused by a feed gap (events the stream no longer holds). */
   gapFlushes: number;
+  /** Flushes because the stream was deleted and re-created. */
+  streamResets: number;
   /** Invalidation rules that threw: each flushed the whole cache (what was stale is unknown). */
   ruleFailures: number;
   /** Stream sequence of the newest event applied. */
@@ -83,7 +85,7 @@ export class ForgeCache {
   /** Stream sequence up to which lost events were already answered with a flush. */
   private flushedThroughSeq = 0;
   private newestOccurredAt?: number;
-  private readonly counters = { bypassedReads: 0, staleReads: 0, eventsApplied: 0, localInvalidations: 0, gapFlushes: 0, ruleFailures: 0 };
+  private readonly counters = { bypassedReads: 0, staleReads: 0, eventsApplied: 0, localInvalidations: 0, gapFlushes: 0, ruleFailures: 0, streamResets: 0 };
   private readonly ruleLog: RateLimitedLog;
   private readonly subscriptions: FeedSubscription[] = [];
 
@@ -109,6 +111,12 @@ export class ForgeCache {
         if (gap.to <= this.flushedThroughSeq) return;
         this.counters.gapFlushes++;
         this.logger.warn(`cache flushed: the feed missed events ${gap.from}..${gap.to} (no longer in the stream)`);
+        this.entries.flush();
+      }),
+      bus.feed.onReset((reset) => {
+        // Events of the old stream after the feed's position may never arrive: trust nothing.
+        this.counters.streamResets++;
+        this.logger.warn(`cache flushed: stream re-created (the feed had processed ${reset.lastSeqBefore} events of the old one)`);
         this.entries.flush();
       }),
       bus.onStatus((status) => this.onStatus(status)),

@@ -11,6 +11,7 @@ import {
   type BusLogger,
   type DeliveredEvent,
   type FeedGap,
+  type FeedReset,
   type FeedSubscription,
   type ForgeBus,
   type RepoRef,
@@ -156,7 +157,11 @@ export class SseHub {
   /** Subscribes to the process's event feed (which the application starts) and starts heartbeats. */
   start(): void {
     if (this.subscriptions.length > 0) return;
-    this.subscriptions = [this.bus.feed.subscribe('*', (event) => this.dispatch(event)), this.bus.feed.onGap((gap) => this.onGap(gap))];
+    this.subscriptions = [
+      this.bus.feed.subscribe('*', (event) => this.dispatch(event)),
+      this.bus.feed.onGap((gap) => this.onGap(gap)),
+      this.bus.feed.onReset((reset) => this.onStreamReset(reset)),
+    ];
     this.heartbeat = setInterval(() => this.beat(), this.options.heartbeatMs);
     this.heartbeat.unref();
   }
@@ -351,6 +356,24 @@ export class SseHub {
     for (const client of this.clients) {
       if (gap.to > client.lastSentSeq) this.stats.resets++;
       this.send(client, gap.to, frame);
+    }
+  }
+
+  /**
+   * The stream was re-created and numbers its events from 1 again. A live client gets a `reset`
+   * whose id is the new position, so its Last-Event-ID moves into the new numbering and it goes on
+   * receiving. A client in the middle of a replay (of the old stream) is closed and resumes.
+   */
+  private onStreamReset(reset: FeedReset): void {
+    const frame = controlFrame('reset', { reason: 'stream-recreated', position: reset.position }, reset.position);
+    for (const client of [...this.clients]) {
+      this.stats.resets++;
+      if (client.held) {
+        this.end(client);
+        continue;
+      }
+      client.lastSentSeq = reset.position;
+      this.write(client, frame);
     }
   }
 
