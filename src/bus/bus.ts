@@ -85,7 +85,8 @@ export class ForgeBus {
     const logger = options.logger ?? consoleLogger;
     this.statusLog = new RateLimitedLog((m) => logger.error(m));
     this.events = new EventFactory(catalog, nodeId);
-    this.publisher = new EventPublisher(nc, { stream: streamName, ...options.publisher });
+    const reorderLog = new RateLimitedLog((m) => logger.error(m));
+    this.publisher = new EventPublisher(nc, { stream: streamName, ...options.publisher }, (m) => reorderLog.line(m));
     this.feed = new EventFeed(
       nc,
       catalog,

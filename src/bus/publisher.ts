@@ -34,6 +34,11 @@ export const PUBLISHER_OPTION_RULES: OptionRules<PublisherOptions> = {
 };
 
 interface Pending {
+  /**
+   * The reply token, the same for every attempt: an ack that arrives after its attempt's
+   * deadline (a slow link) still settles the publish, instead of being ignored forever.
+   */
+  token?: string;
   subject: string;
   eventId: string;
   data: Uint8Array;
@@ -58,7 +63,20 @@ const decoder = new TextDecoder();
  * whose ack does not come in time is re-sent with the same `Nats-Msg-Id`, so the stream's
  * duplicate window stores it once.
  */
+export interface PublisherStats {
+  /** Events sent again (ack timeout or reconnect), with the same Nats-Msg-Id. */
+  resends: number;
+  /**
+   * Events the stream stored after an event this publisher published later (an attempt lost in
+   * a failover, then re-sent): each is logged. Consumers see them out of publish order.
+   */
+  reordered: number;
+}
+
 export class EventPublisher {
+  readonly stats: PublisherStats = { resends: 0, reordered: 0 };
+  /** Publish order and stream sequence of the latest-published event acknowledged so far. */
+  private newestAck = { order: -1, seq: 0 };
   private readonly stream: string;
   private readonly maxInFlight: number;
   private readonly ackTimeoutMs: number;
@@ -76,6 +94,8 @@ export class EventPublisher {
   constructor(
     private readonly nc: NatsConnection,
     options: PublisherOptions = {},
+    /** Told (once per event) when an event was stored out of publish order. */
+    private readonly onReorder?: (message: string) => void,
   ) {
     checkOptions('EventPublisher', options, PUBLISHER_OPTION_RULES);
     this.stream = options.stream ?? EVENTS_STREAM;
@@ -164,7 +184,8 @@ export class EventPublisher {
   }
 
   private send(entry: Pending): void {
-    const token = (this.nextToken++).toString(36);
+    const token = (entry.token ??= (this.nextToken++).toString(36));
+    if (entry.attempts > 0) this.stats.resends++;
     entry.attempts++;
     entry.deadline = Date.now() + this.ackTimeoutMs;
     this.pending.set(token, entry);
@@ -209,7 +230,18 @@ export class EventPublisher {
       entry.reject(new PublishError(entry.subject, `JetStream refused the event on ${entry.subject}: ${description} (err_code ${ack.error?.err_code ?? '?'})`));
       return;
     }
+    this.checkOrder(entry, ack.seq, ack.duplicate === true);
     entry.resolve({ seq: ack.seq, duplicate: ack.duplicate === true });
+  }
+
+  /** Says so when an event was stored after one this publisher published later. */
+  private checkOrder(entry: Pending, seq: number, duplicate: boolean): void {
+    if (entry.order > this.newestAck.order) {
+      this.newestAck = { order: entry.order, seq };
+    } else if (!duplicate && seq > this.newestAck.seq) {
+      this.stats.reordered++;
+      this.onReorder?.(`event ${entry.eventId} on ${entry.subject} was stored at ${seq}, after an event published later (at ${this.newestAck.seq}): an earlier attempt was lost`);
+    }
   }
 
   private sweep(): void {

@@ -3,11 +3,14 @@ import { createServer, connect as netConnect, type Server, type Socket } from 'n
 /**
  * A loopback TCP proxy in front of a NATS server. `cut()` drops every connection through it and
  * refuses new ones until `restore()`: the client on the other side is disconnected while the
- * server (and every other client) keeps running.
+ * server (and every other client) keeps running. `downstreamDelayMs` slows everything the server
+ * sends to the client (a slow link, late acks).
  */
 export class TcpProxy {
   private readonly sockets = new Set<Socket>();
   private blocked = false;
+  /** Milliseconds every server-to-client chunk is held back (acks, replies, messages). */
+  downstreamDelayMs = 0;
 
   private constructor(
     private readonly server: Server,
@@ -36,7 +39,12 @@ export class TcpProxy {
         });
       }
       client.pipe(upstream);
-      upstream.pipe(client);
+      // Chunks are delayed by the same amount, so their order is kept.
+      upstream.on('data', (chunk: Buffer) => {
+        const delay = proxy!.downstreamDelayMs;
+        if (delay > 0) setTimeout(() => client.destroyed || client.write(chunk), delay);
+        else client.write(chunk);
+      });
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
