@@ -63,6 +63,9 @@ export {
 // The transactional outbox.
 export { OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats, type OutboxRow, type OutboxStore } from './bus/outbox.js';
 
+// Settings every node of a cluster must agree on (recorded by the first node).
+export { SETTINGS_BUCKET, SettingsDriftError, type ClusterSetting, type SettingValue } from './bus/cluster-settings.js';
+
 // Errors: every error forgebus throws derives from ForgeBusError and has a stable `code`.
 export {
   ForgeBusConfigError,

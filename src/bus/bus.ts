@@ -11,7 +11,8 @@ import { consoleLogger, RateLimitedLog, type BusLogger } from './logger.js';
 import type { EventFilter, TypePattern } from './patterns.js';
 import { arrayOf, boolean, checkOptions, logger, matching, nested, type OptionRule, type OptionRules } from './options.js';
 import { EventPublisher, PUBLISHER_OPTION_RULES, type PublishAck, type PublisherOptions } from './publisher.js';
-import { ensureEventStream, STREAM_OPTION_RULES, type EventStreamOptions, type ProvisionResult } from './streams.js';
+import { agreeOnSettings } from './cluster-settings.js';
+import { ensureEventStream, eventStreamSettings, STREAM_OPTION_RULES, type EventStreamOptions, type ProvisionResult } from './streams.js';
 
 export interface ForgeBusOptions {
   /** This process's node id: event origin and part of the connection name. */
@@ -21,6 +22,11 @@ export interface ForgeBusOptions {
   /** FORGE_EVENTS settings; provisioned at connect unless `provisionStream` is false. */
   stream?: EventStreamOptions;
   provisionStream?: boolean;
+  /**
+   * Refuse to start when the stream limits differ from the ones the cluster recorded (default
+   * true; see SettingsDriftError). Turn off only for tools that inspect without provisioning.
+   */
+  checkSettings?: boolean;
   /** Extra event types of this forge (the built-in catalog is always included). */
   events?: EventDefinition[];
   publisher?: PublisherOptions;
@@ -52,6 +58,7 @@ export const FORGE_BUS_OPTION_RULES: OptionRules<ForgeBusOptions> = {
   connection: nested(CONNECTION_OPTION_RULES),
   stream: nested(STREAM_OPTION_RULES),
   provisionStream: boolean,
+  checkSettings: boolean,
   events: arrayOf(eventDefinition, 'an array of event definitions made with defineEvent(...)'),
   publisher: nested(PUBLISHER_OPTION_RULES),
   feed: nested<Omit<EventFeedOptions, 'stream' | 'logger'>>(feedRules),
@@ -118,7 +125,12 @@ export class ForgeBus {
       options.logger,
     );
     try {
-      const provisioned = options.provisionStream === false ? undefined : await ensureEventStream(nc, options.stream);
+      let provisioned: ProvisionResult | undefined;
+      if (options.provisionStream !== false) {
+        // Before provisioning: a node with other limits must not change the cluster's stream.
+        if (options.checkSettings !== false) await agreeOnSettings(nc, eventStreamSettings(options.stream));
+        provisioned = await ensureEventStream(nc, options.stream);
+      }
       bus = new ForgeBus(nc, catalog, options.nodeId, options.stream?.name ?? 'FORGE_EVENTS', provisioned, link, options);
       return bus;
     } catch (err) {

@@ -10,6 +10,15 @@ export {
   type PublishedEvent,
 } from './bus.js';
 export {
+  SETTINGS_BUCKET,
+  SettingsDriftError,
+  agreeOnSettings,
+  recordedSettings,
+  recordSetting,
+  type SettingValue,
+  type ClusterSetting,
+} from './cluster-settings.js';
+export {
   DEFAULT_NATS_URL,
   CONNECTION_OPTION_RULES,
   parseServers,
@@ -101,6 +110,7 @@ export {
   EventPublisher,
   type PublishAck,
   type PublisherOptions,
+  type PublisherStats,
 } from './publisher.js';
 export {
   EVENTS_STREAM,
@@ -108,6 +118,7 @@ export {
   EVENT_STREAM_DEFAULTS,
   eventStreamConfig,
   ensureStream,
+  eventStreamSettings,
   ensureEventStream,
   type EventStreamOptions,
   type ProvisionResult,

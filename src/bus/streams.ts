@@ -9,6 +9,7 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import type { ClusterSetting, SettingValue } from './cluster-settings.js';
 import { StreamConfigConflictError } from './errors.js';
 import { integer, matching, millis, oneOf, type OptionRules } from './options.js';
 import { EVENT_STREAM_SUBJECTS } from './subjects.js';
@@ -133,6 +134,23 @@ export async function ensureStream(jsm: JetStreamManager, want: StreamConfig): P
 }
 
 /** Provisions FORGE_EVENTS (or the configured name). */
+const CHANGE_EVENT_STREAM =
+  'record the new value with `npm run settings -- set <setting> <value>`, then restart the nodes with it (the first one updates FORGE_EVENTS in place where NATS allows it); see docs/operations.md';
+
+/** The FORGE_EVENTS limits every node must agree on, as this process would provision them. */
+export function eventStreamSettings(options: EventStreamOptions = {}): ClusterSetting[] {
+  const config = eventStreamConfig(options);
+  const setting = (name: string, value: SettingValue): ClusterSetting => ({ name: `events.${name}`, value, change: CHANGE_EVENT_STREAM });
+  return [
+    setting('stream', config.name),
+    setting('maxAgeMs', Number(config.max_age) / 1e6),
+    setting('maxBytes', config.max_bytes),
+    setting('duplicateWindowMs', Number(config.duplicate_window) / 1e6),
+    setting('replicas', config.num_replicas),
+    setting('storage', options.storage ?? EVENT_STREAM_DEFAULTS.storage),
+  ];
+}
+
 export async function ensureEventStream(nc: NatsConnection, options: EventStreamOptions = {}): Promise<ProvisionResult> {
   return ensureStream(await jetstreamManager(nc), eventStreamConfig(options));
 }

@@ -15,4 +15,5 @@ export {
   type SubmitOptions,
 } from './write-queue.js';
 export { DEFAULT_PARTITIONS, WRITES_STREAM, partitionOf } from './partitions.js';
+export { QueueNotDrainedError, repartitionWriteQueue, type RepartitionOptions } from './repartition.js';
 export { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';

@@ -1,6 +1,6 @@
 import { AckPolicy, DeliverPolicy, jetstreamManager, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
-import { ensureStream } from '../bus/index.js';
+import { ensureStream, type ClusterSetting } from '../bus/index.js';
 import { partitionConsumerName, WRITE_SUBJECT_ROOT, WRITES_STREAM } from './partitions.js';
 
 export interface WriteQueueProvisioning {
@@ -9,6 +9,21 @@ export interface WriteQueueProvisioning {
   ackWaitMs: number;
   /** Deliveries of one write before it is reported failed (default 5). */
   maxDeliver: number;
+}
+
+const CHANGE_PARTITIONS =
+  'drain the queue and re-partition with `npm run settings -- repartition <count>` (docs/operations.md), then start every node with the new count';
+const CHANGE_LIMIT = 'record it with `npm run settings -- set <setting> <value>`, then restart the nodes with it (docs/operations.md)';
+
+/** The write queue settings every node must agree on. */
+export function writeQueueSettings(o: WriteQueueProvisioning & { resultTtlMs: number }): ClusterSetting[] {
+  return [
+    { name: 'writes.partitions', value: o.partitions, change: CHANGE_PARTITIONS },
+    { name: 'writes.ackWaitMs', value: o.ackWaitMs, change: CHANGE_LIMIT },
+    { name: 'writes.maxDeliver', value: o.maxDeliver, change: CHANGE_LIMIT },
+    // NATS keeps a bucket's TTL from its creation: another value would be silently ignored.
+    { name: 'writes.resultTtlMs', value: o.resultTtlMs, change: CHANGE_LIMIT },
+  ];
 }
 
 export function writesStreamConfig(): StreamConfig {

@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { createInbox, type Msg, type Subscription } from '@nats-io/transport-node';
-import { checkOptions, consoleLogger, EventPublisher, ForgeBusConfigError, ForgeBusError, integer, logger, millis, nonEmptyString, type OptionRules, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
+import { agreeOnSettings, checkOptions, consoleLogger, EventPublisher, ForgeBusConfigError, ForgeBusError, integer, logger, millis, nonEmptyString, type OptionRules, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
 import { PartitionWorker } from './partition-worker.js';
 import { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';
 import { DEFAULT_PARTITIONS, partitionConsumerName, partitionOf, writeSubject, WRITES_STREAM } from './partitions.js';
-import { ensureWriteQueue } from './provisioning.js';
+import { ensureWriteQueue, writeQueueSettings } from './provisioning.js';
 
 /** What a handler gets for one write. */
 export interface RepoWriteContext<A = unknown> {
@@ -159,6 +159,8 @@ export class RepoWriteQueue {
 
   /** Provisions the stream, the partition consumers and the buckets. Call once at start. */
   async init(): Promise<void> {
+    // Before provisioning: a node with another partition count must not touch the consumers.
+    await agreeOnSettings(this.bus.nc, writeQueueSettings({ partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver, resultTtlMs: this.resultTtlMs }));
     await ensureWriteQueue(this.bus.nc, { partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver });
     const kvm = new Kvm(this.bus.nc);
     this.results = await kvm.create(RESULTS_BUCKET, { ttl: this.resultTtlMs });

@@ -6,6 +6,8 @@ import {
   ensureEventStream,
   EVENT_STREAM_SUBJECTS,
   ForgeBus,
+  recordSetting,
+  SettingsDriftError,
   silentLogger,
   StreamConfigConflictError,
 } from '../../src/bus/index.js';
@@ -90,11 +92,14 @@ describe('FORGE_EVENTS provisioning', () => {
       assert.match(err.message, /FORGE_EVENTS/);
       return true;
     });
-    // ForgeBus.connect fails the same way (and does not leave its connection open).
-    await assert.rejects(
-      ForgeBus.connect({ nodeId: 'streams-3', connection: { servers: nats.url }, stream: { storage: 'memory' }, logger: silentLogger }),
-      StreamConfigConflictError,
-    );
+    // ForgeBus.connect refuses it earlier: the cluster recorded file storage (SettingsDriftError)...
+    const memoryNode = () => ForgeBus.connect({ nodeId: 'streams-3', connection: { servers: nats.url }, stream: { storage: 'memory' }, logger: silentLogger });
+    await assert.rejects(memoryNode(), (err: unknown) => err instanceof SettingsDriftError && err.setting === 'events.storage');
+    // ... and once the change is recorded deliberately, NATS itself cannot make it (and the
+    // failed connect does not leave its connection open).
+    await recordSetting(nc, 'events.storage', 'memory');
+    await assert.rejects(memoryNode(), StreamConfigConflictError);
+    await recordSetting(nc, 'events.storage', 'file');
     const info = await jsm.streams.info('FORGE_EVENTS');
     assert.equal(info.config.storage, StorageType.File);
   });
@@ -127,7 +132,9 @@ describe('FORGE_EVENTS provisioning', () => {
         const info = await jsm.streams.info('FORGE_EVENTS');
         assert.ok(ages.map((a) => nanos(a)).includes(info.config.max_age), 'one of the requested ages');
       }
-      // And several ForgeBus processes-worth of connects at once, with a config change racing too.
+      // And several ForgeBus processes-worth of connects at once, after a deliberate change of
+      // the recorded limit (nodes restarted with the new value: one of them updates the stream).
+      await recordSetting(nc, 'events.maxAgeMs', 86_400_000);
       const buses = await Promise.all(
         Array.from({ length: 4 }, (_, i) =>
           ForgeBus.connect({ nodeId: `race-${i}`, connection: { servers: nats.url }, stream: { maxAgeMs: 86_400_000 }, logger: silentLogger }),
