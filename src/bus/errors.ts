@@ -70,8 +70,9 @@ export class PublishError extends ForgeBusError {
     readonly subject: string,
     message: string,
     options?: { cause?: unknown },
+    code: 'PUBLISH_FAILED' | 'PUBLISH_QUEUE_FULL' = 'PUBLISH_FAILED',
   ) {
-    super('PUBLISH_FAILED', message, options);
+    super(code, message, options);
   }
 }
 

@@ -20,6 +20,11 @@ export interface PublisherOptions {
   stream?: string;
   /** Publishes awaiting their ack at once; further publishes wait for room (default 4096). */
   maxInFlight?: number;
+  /**
+   * Publishes that may wait for room while the window is full (default 65,536): beyond that,
+   * publish fails at once with PUBLISH_QUEUE_FULL instead of growing with rate × outage.
+   */
+  maxWaiting?: number;
   /** How long to wait for one ack before re-sending (default 2000 ms). */
   ackTimeoutMs?: number;
   /** Sends per event before giving up with PublishTimeoutError (default 5). */
@@ -29,6 +34,7 @@ export interface PublisherOptions {
 export const PUBLISHER_OPTION_RULES: OptionRules<PublisherOptions> = {
   stream: nonEmptyString,
   maxInFlight: integer(1, 1_000_000),
+  maxWaiting: integer(0, 10_000_000),
   ackTimeoutMs: millis(1),
   maxAttempts: integer(1, 1_000),
 };
@@ -66,6 +72,8 @@ const decoder = new TextDecoder();
 export interface PublisherStats {
   /** Events sent again (ack timeout or reconnect), with the same Nats-Msg-Id. */
   resends: number;
+  /** Publishes refused because maxWaiting publishes already waited for room. */
+  refusedFull: number;
   /**
    * Events the stream stored after an event this publisher published later (an attempt lost in
    * a failover, then re-sent): each is logged. Consumers see them out of publish order.
@@ -74,11 +82,12 @@ export interface PublisherStats {
 }
 
 export class EventPublisher {
-  readonly stats: PublisherStats = { resends: 0, reordered: 0 };
+  readonly stats: PublisherStats = { resends: 0, reordered: 0, refusedFull: 0 };
   /** Publish order and stream sequence of the latest-published event acknowledged so far. */
   private newestAck = { order: -1, seq: 0 };
   private readonly stream: string;
   private readonly maxInFlight: number;
+  private readonly maxWaiting: number;
   private readonly ackTimeoutMs: number;
   private readonly maxAttempts: number;
   private readonly inbox: string;
@@ -100,6 +109,7 @@ export class EventPublisher {
     checkOptions('EventPublisher', options, PUBLISHER_OPTION_RULES);
     this.stream = options.stream ?? EVENTS_STREAM;
     this.maxInFlight = options.maxInFlight ?? 4096;
+    this.maxWaiting = options.maxWaiting ?? 65_536;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 2_000;
     this.maxAttempts = options.maxAttempts ?? 5;
     this.inbox = createInbox();
@@ -121,7 +131,21 @@ export class EventPublisher {
     // Not async: this is the hot path, and the common case (room in the window) needs no await.
     if (this.closed) return Promise.reject(closedError());
     this.ensureSubscribed();
-    if (this.pending.size >= this.maxInFlight) return this.publishWhenRoom(subject, eventId, data);
+    if (this.pending.size >= this.maxInFlight) {
+      if (this.waitingForRoom.length >= this.maxWaiting) {
+        this.stats.refusedFull++;
+        return Promise.reject(
+          new PublishError(
+            subject,
+            `${this.maxInFlight} events await their ack and ${this.maxWaiting} more wait for room: JetStream is slow or unreachable. ` +
+              'Retry later (or raise publisher.maxWaiting)',
+            undefined,
+            'PUBLISH_QUEUE_FULL',
+          ),
+        );
+      }
+      return this.publishWhenRoom(subject, eventId, data);
+    }
     return new Promise<PublishAck>((resolve, reject) => {
       this.send({ subject, eventId, data, attempts: 0, deadline: 0, order: this.nextOrder++, resolve, reject });
     });

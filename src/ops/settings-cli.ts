@@ -14,6 +14,7 @@ const SETTABLE: Record<string, 'integer' | 'storage'> = {
   'writes.ackWaitMs': 'integer',
   'writes.maxDeliver': 'integer',
   'writes.resultTtlMs': 'integer',
+  'writes.failureTtlMs': 'integer',
 };
 
 function parseCount(value: string): number {

@@ -16,14 +16,23 @@ const CHANGE_PARTITIONS =
 const CHANGE_LIMIT = 'record it with `npm run settings -- set <setting> <value>`, then restart the nodes with it (docs/operations.md)';
 
 /** The write queue settings every node must agree on. */
-export function writeQueueSettings(o: WriteQueueProvisioning & { resultTtlMs: number }): ClusterSetting[] {
+export function writeQueueSettings(o: WriteQueueProvisioning & { resultTtlMs: number; failureTtlMs: number }): ClusterSetting[] {
   return [
     { name: 'writes.partitions', value: o.partitions, change: CHANGE_PARTITIONS },
     { name: 'writes.ackWaitMs', value: o.ackWaitMs, change: CHANGE_LIMIT },
     { name: 'writes.maxDeliver', value: o.maxDeliver, change: CHANGE_LIMIT },
     // NATS keeps a bucket's TTL from its creation: another value would be silently ignored.
     { name: 'writes.resultTtlMs', value: o.resultTtlMs, change: CHANGE_LIMIT },
+    { name: 'writes.failureTtlMs', value: o.failureTtlMs, change: CHANGE_LIMIT },
   ];
+}
+
+/** Sets a KV bucket's TTL (its stream's max age) when it differs: NATS keeps it from creation otherwise. */
+export async function ensureBucketTtl(nc: NatsConnection, bucket: string, ttlMs: number): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const stream = `KV_${bucket}`;
+  const info = await jsm.streams.info(stream);
+  if (info.config.max_age !== nanos(ttlMs)) await jsm.streams.update(stream, { ...info.config, max_age: nanos(ttlMs) });
 }
 
 export function writesStreamConfig(): StreamConfig {

@@ -6,7 +6,7 @@ import { agreeOnSettings, checkOptions, consoleLogger, EventPublisher, ForgeBusC
 import { PartitionWorker } from './partition-worker.js';
 import { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';
 import { DEFAULT_PARTITIONS, partitionConsumerName, partitionOf, writeSubject, WRITES_STREAM } from './partitions.js';
-import { ensureWriteQueue, writeQueueSettings } from './provisioning.js';
+import { ensureBucketTtl, ensureWriteQueue, writeQueueSettings } from './provisioning.js';
 
 /** What a handler gets for one write. */
 export interface RepoWriteContext<A = unknown> {
@@ -37,6 +37,8 @@ export interface RepoWriteQueueOptions {
   timeoutMs?: number;
   /** How long results are kept for late or repeated lookups (default 15 min). */
   resultTtlMs?: number;
+  /** How long writes that failed for good stay listed for operators (default 7 days): the list stays bounded. */
+  failureTtlMs?: number;
   logger?: BusLogger;
 }
 
@@ -47,6 +49,7 @@ export const REPO_WRITE_QUEUE_OPTION_RULES: OptionRules<RepoWriteQueueOptions> =
   retryDelayMs: millis(0),
   timeoutMs: millis(1),
   resultTtlMs: millis(1_000),
+  failureTtlMs: integer(1_000),
   logger,
 };
 
@@ -127,6 +130,7 @@ export class RepoWriteQueue {
   private readonly retryDelayMs: number;
   private readonly timeoutMs: number;
   private readonly resultTtlMs: number;
+  private readonly failureTtlMs: number;
   private readonly logger: BusLogger;
   private readonly errorLog: RateLimitedLog;
   private readonly handlers = new Map<string, RepoWriteHandler>();
@@ -152,6 +156,7 @@ export class RepoWriteQueue {
     this.retryDelayMs = options.retryDelayMs ?? 250;
     this.timeoutMs = options.timeoutMs ?? 60_000;
     this.resultTtlMs = options.resultTtlMs ?? 15 * 60_000;
+    this.failureTtlMs = options.failureTtlMs ?? 7 * 24 * 3_600_000;
     this.logger = options.logger ?? consoleLogger;
     this.errorLog = new RateLimitedLog((m) => this.logger.error(m));
     this.publisher = new EventPublisher(bus.nc, { stream: WRITES_STREAM });
@@ -160,11 +165,14 @@ export class RepoWriteQueue {
   /** Provisions the stream, the partition consumers and the buckets. Call once at start. */
   async init(): Promise<void> {
     // Before provisioning: a node with another partition count must not touch the consumers.
-    await agreeOnSettings(this.bus.nc, writeQueueSettings({ partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver, resultTtlMs: this.resultTtlMs }));
+    await agreeOnSettings(this.bus.nc, writeQueueSettings({ partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver, resultTtlMs: this.resultTtlMs, failureTtlMs: this.failureTtlMs }));
     await ensureWriteQueue(this.bus.nc, { partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver });
     const kvm = new Kvm(this.bus.nc);
     this.results = await kvm.create(RESULTS_BUCKET, { ttl: this.resultTtlMs });
-    this.failures = await kvm.create(FAILURES_BUCKET, { history: 1 });
+    this.failures = await kvm.create(FAILURES_BUCKET, { history: 1, ttl: this.failureTtlMs });
+    // NATS keeps an existing bucket's TTL: apply a deliberate change (npm run settings -- set).
+    await ensureBucketTtl(this.bus.nc, RESULTS_BUCKET, this.resultTtlMs);
+    await ensureBucketTtl(this.bus.nc, FAILURES_BUCKET, this.failureTtlMs);
     this.inboxSub = this.bus.nc.subscribe(`${this.inbox}.*`, {
       callback: (err, msg) => {
         if (!err) this.onOutcome(msg);

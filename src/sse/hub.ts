@@ -120,6 +120,7 @@ export class SseHub {
     resets: 0, slowDisconnects: 0, accessGranted: 0, accessRevoked: 0, rejected: 0, malformed: 0,
   };
   private readonly clients = new Set<SseClient>();
+  private readonly replayingClients = new Set<SseClient>();
   private readonly index = new TopicIndex<SseClient>();
   private readonly reader: StreamRangeReader;
   private readonly replayLimit: LimitFunction;
@@ -215,8 +216,8 @@ export class SseHub {
     } else {
       this.write(client, preambleFrame(this.options.retryMs));
       client.held = [];
-      this.stats.replaying++;
-      void this.replayLimit(() => this.resume(client, last, position)).finally(() => this.stats.replaying--);
+      this.markReplaying(client, true);
+      void this.replayLimit(() => this.resume(client, last, position)).finally(() => this.markReplaying(client, false));
     }
     return client;
   }
@@ -296,8 +297,11 @@ export class SseHub {
 
   /** A frame without an id (access-revoked): in order behind a replay, like the events. */
   private sendControl(client: SseClient, frame: WireFrame): void {
-    if (client.held) client.held.push({ seq: undefined, frame });
-    else this.write(client, frame);
+    if (client.closed) return;
+    if (client.held) {
+      if (client.held.length >= this.options.maxHeldEvents) return this.dropSlow(client, 'too many live events waiting behind its replay');
+      client.held.push({ seq: undefined, frame });
+    } else this.write(client, frame);
   }
 
   /**
@@ -557,5 +561,16 @@ export class SseHub {
     this.clients.delete(client);
     this.stats.clients = this.clients.size;
     this.stats.closed++;
+    this.markReplaying(client, false);
+  }
+
+  /**
+   * `stats.replaying` counts clients, not promises: a replay queued behind the limit when the hub
+   * closes never settles (its queue is cleared), and must not stay counted.
+   */
+  private markReplaying(client: SseClient, replaying: boolean): void {
+    if (replaying) this.replayingClients.add(client);
+    else this.replayingClients.delete(client);
+    this.stats.replaying = this.replayingClients.size;
   }
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
-import { ForgeBus, recordedSettings, SettingsDriftError, silentLogger } from '../../src/bus/index.js';
+import { ForgeBus, recordedSettings, recordSetting, SettingsDriftError, silentLogger } from '../../src/bus/index.js';
 import { RepoWriteQueue, WRITES_STREAM } from '../../src/repo-writes/index.js';
 import { startTestNats, type TestNats } from '../support/nats.js';
 
@@ -62,5 +62,17 @@ describe('cluster-wide settings', () => {
     // A bucket TTL NATS would silently keep is a setting too.
     await assert.rejects(new RepoWriteQueue(bus, { partitions: 8, resultTtlMs: 60_000, logger: silentLogger }).init(), (err: unknown) =>
       err instanceof SettingsDriftError && err.setting === 'writes.resultTtlMs');
+  });
+
+  it('keeps the failed-writes list bounded (bucket TTL), and applies a deliberate TTL change to the existing bucket', async () => {
+    const bus = await connect('ttl', 3_600_000);
+    const jsm = await jetstreamManager(bus.nc);
+    const maxAge = async () => (await jsm.streams.info('KV_FORGE_WRITE_FAILURES')).config.max_age;
+    assert.equal(await maxAge(), nanos(7 * 24 * 3_600_000), 'failures expire after 7 days by default');
+    await recordSetting(bus.nc, 'writes.failureTtlMs', 86_400_000);
+    const queue = new RepoWriteQueue(bus, { partitions: 8, failureTtlMs: 86_400_000, logger: silentLogger });
+    await queue.init();
+    closers.push(() => queue.stop());
+    assert.equal(await maxAge(), nanos(86_400_000), 'NATS would have kept the old TTL of the existing bucket');
   });
 });

@@ -117,3 +117,26 @@ describe('publisher: an event stored out of publish order is reported', () => {
     publisher.close();
   });
 });
+
+describe('publisher: bounded while JetStream does not answer', () => {
+  it('refuses publishes beyond maxInFlight + maxWaiting at once, counted, instead of queueing without end', async () => {
+    const { EventPublisher, PublishError } = await import('../../src/bus/index.js');
+    const silentNc = {
+      subscribe: () => ({ unsubscribe: () => undefined }),
+      publish: () => undefined,
+      status: () => ({ [Symbol.asyncIterator]: () => ({ next: () => new Promise(() => undefined) }) }),
+    };
+    const publisher = new EventPublisher(silentNc as never, { maxInFlight: 2, maxWaiting: 3, ackTimeoutMs: 60_000 });
+    const accepted = Array.from({ length: 5 }, (_, i) => publisher.publishRaw('forge.site.repo.created', `e${i}`, new Uint8Array(1)));
+    for (const p of accepted) p.catch(() => undefined);
+    await assert.rejects(publisher.publishRaw('forge.site.repo.created', 'e5', new Uint8Array(1)), (err: unknown) => {
+      assert.ok(err instanceof PublishError);
+      assert.equal(err.code, 'PUBLISH_QUEUE_FULL');
+      assert.match(err.message, /2 events await their ack and 3 more wait for room/);
+      return true;
+    });
+    assert.equal(publisher.stats.refusedFull, 1);
+    assert.equal(publisher.inFlight, 2);
+    publisher.close();
+  });
+});

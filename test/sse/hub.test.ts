@@ -422,6 +422,21 @@ describe('SSE hub', () => {
     assert.equal(hub.stats.slowDisconnects, 1);
   });
 
+  it('counts replaying clients, not replay promises: none left after close, even with replays queued', async () => {
+    const hub = await newHub(new MemoryPolicy(), { maxConcurrentReplays: 1, replayStallMs: 60_000, maxBufferedBytes: 1_024 });
+    const x = freshRepo();
+    const from = await publish(issue(x, 1));
+    for (let n = 2; n <= 60; n++) await bus.publish(issue(x, n));
+    await publish(issue(x, 61));
+    const stalled = new FakeResponse();
+    stalled.stalled = true; // holds the only replay slot
+    hub.open(stalled, { user: 'ann', repos: [x], defaultRepos: false, lastEventId: from });
+    for (let i = 0; i < 3; i++) hub.open(new FakeResponse(), { user: 'ann', repos: [x], defaultRepos: false, lastEventId: from });
+    assert.equal(hub.stats.replaying, 4);
+    await hub.close();
+    assert.equal(hub.stats.replaying, 0, 'the queued replays that will never run are not counted');
+  });
+
   it('ends every stream on close (with a short retry hint) and turns new ones away with one', async () => {
     const hub = await newHub(new MemoryPolicy());
     const res = new FakeResponse();
