@@ -1,4 +1,4 @@
-import { Module, ValidationPipe } from '@nestjs/common';
+import { Module, ValidationPipe, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { APP_GUARD, APP_PIPE } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
@@ -14,6 +14,7 @@ import { GitController } from './git/git.controller.js';
 import { GitWriteHandlers } from './git/repo-writes.service.js';
 import { WritesController } from './git/writes.controller.js';
 import { HealthController } from './health/health.controller.js';
+import { JsonBodyMiddleware } from './http/json-body.middleware.js';
 import { IssuesController } from './issues/issues.controller.js';
 import { IssuesService } from './issues/issues.service.js';
 import { ForgeEventsService } from './outbox/forge-events.service.js';
@@ -106,6 +107,10 @@ export const forgeCoreImports = [
     IssuesService,
   ],
 })
-export class ForgeNodeModule {}
+export class ForgeNodeModule implements NestModule {
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(JsonBodyMiddleware).forRoutes('{*path}');
+  }
+}
 
 export type { Db };

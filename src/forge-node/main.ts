@@ -10,7 +10,13 @@ import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from './config.js';
  */
 async function bootstrap(): Promise<void> {
   // forceCloseConnections: idle keep-alive connections must not hold a stopping node open.
-  const app = await NestFactory.create(ForgeNodeModule, { logger: ['log', 'warn', 'error'], forceCloseConnections: true });
+  // bodyParser: false: JsonBodyMiddleware (registered by ForgeNodeModule) is the only parser, so
+  // every body meets its type, size and depth limits before validation.
+  const app = await NestFactory.create(ForgeNodeModule, {
+    logger: ['log', 'warn', 'error'],
+    forceCloseConnections: true,
+    bodyParser: false,
+  });
   app.enableShutdownHooks();
   const config = app.get<ForgeNodeConfig>(FORGE_NODE_CONFIG);
   await app.listen(config.port, config.host);

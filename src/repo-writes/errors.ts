@@ -41,6 +41,19 @@ export class WriteTimeoutError extends ForgeBusError {
   }
 }
 
+/**
+ * The write is larger than one NATS message may be (the server's max_payload): it was not queued.
+ * Large contents belong in shared storage, with the write carrying a reference.
+ */
+export class WriteTooLargeError extends ForgeBusError {
+  constructor(
+    readonly bytes: number,
+    readonly maxBytes: number,
+  ) {
+    super('WRITE_TOO_LARGE', `the repository write is ${bytes} bytes encoded, more than the ${maxBytes} bytes a NATS message may carry (max_payload)`);
+  }
+}
+
 /** The write queue did not accept the write (stream missing, NATS unreachable). */
 export class WriteQueueUnavailableError extends ForgeBusError {
   constructor(detail: string, options?: { cause?: unknown }) {

@@ -16,4 +16,4 @@ export {
 } from './write-queue.js';
 export { DEFAULT_PARTITIONS, WRITES_STREAM, partitionOf } from './partitions.js';
 export { QueueNotDrainedError, repartitionWriteQueue, type RepartitionOptions } from './repartition.js';
-export { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';
+export { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError, WriteTooLargeError } from './errors.js';

@@ -4,7 +4,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import { createInbox, type Msg, type Subscription } from '@nats-io/transport-node';
 import { agreeOnSettings, checkOptions, consoleLogger, EventPublisher, ForgeBusConfigError, ForgeBusError, integer, logger, millis, nonEmptyString, type OptionRules, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
 import { PartitionWorker } from './partition-worker.js';
-import { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from './errors.js';
+import { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError, WriteTooLargeError } from './errors.js';
 import { DEFAULT_PARTITIONS, partitionConsumerName, partitionOf, writeSubject, WRITES_STREAM } from './partitions.js';
 import { ensureBucketTtl, ensureWriteQueue, writeQueueSettings } from './provisioning.js';
 
@@ -197,11 +197,15 @@ export class RepoWriteQueue {
     if (!this.results) throw new WriteQueueUnavailableError('the queue is not initialised: call init() first');
     const id = options.writeId ?? randomUUID();
     const message: WriteMessage = { id, repo, operation, args, acceptedAt: new Date().toISOString(), replyTo: `${this.inbox}.${id}` };
+    const data = Buffer.from(JSON.stringify(message));
+    // Headers and subject take a little of max_payload too.
+    const maxBytes = (this.bus.nc.info?.max_payload ?? 1024 * 1024) - 1024;
+    if (data.length > maxBytes) throw new WriteTooLargeError(data.length, maxBytes);
     const outcome = new Promise<Outcome>((resolve) => this.waiting.set(id, resolve));
     this.counters.submitted++;
     let duplicate: boolean;
     try {
-      ({ duplicate } = await this.publisher.publishRaw(writeSubject(repo, this.partitions), id, Buffer.from(JSON.stringify(message))));
+      ({ duplicate } = await this.publisher.publishRaw(writeSubject(repo, this.partitions), id, data));
     } catch (err) {
       this.waiting.delete(id);
       throw new WriteQueueUnavailableError((err as Error).message, { cause: err });

@@ -22,18 +22,24 @@ export async function signUserToken(secret: string, user: string, expiresIn = '3
 
 export class TokenError extends Error {}
 
-/** Verifies a token and returns the user name, or throws TokenError with the reason. */
+/**
+ * Verifies a token and returns the user name, or throws TokenError with the reason. A token
+ * signed with the right secret is still untrusted input: its claims may hold any JSON value.
+ */
 export async function verifyUserToken(secret: string, token: string): Promise<string> {
-  let sub: string | undefined;
+  let sub: unknown;
   try {
     const { payload } = await jwtVerify(token, keyFor(secret), { algorithms: ['HS256'] });
     sub = payload.sub;
   } catch (err) {
-    const code = (err as { code?: string }).code;
-    throw new TokenError(code === 'ERR_JWT_EXPIRED' ? 'token expired' : 'invalid token signature or format');
+    const { code, message } = err as { code?: string; message?: string };
+    if (code === 'ERR_JWT_EXPIRED') throw new TokenError('token expired');
+    // jose's claim messages name the claim and the rule ('"exp" claim must be a number').
+    if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED') throw new TokenError(`invalid token: ${message}`);
+    throw new TokenError('invalid token signature or format');
   }
-  if (!sub) throw new TokenError('token has no "sub" claim');
+  if (sub === undefined) throw new TokenError('token has no "sub" claim: it must name the user');
   const problem = nameProblem(sub);
-  if (problem) throw new TokenError(`token "sub" is not a valid user name: ${problem}`);
-  return sub;
+  if (problem) throw new TokenError(`token "sub" claim is not a valid user name: it ${problem}`);
+  return sub as string;
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PermanentWriteError } from '../../repo-writes/index.js';
+import { commitMessageProblem, filePathProblem } from './commit-rules.js';
 
 /**
  * The git side of repository writes, with git's plumbing commands on a bare repository. Each
@@ -24,20 +25,63 @@ export class GitWriteError extends PermanentWriteError {
   }
 }
 
+/**
+ * A git command failed for a reason that may pass (a stale lock, a full disk): the queue retries
+ * the write. The message is what users may see (it reaches the submitter and the failures list),
+ * so it names only the command; git's own output, which holds server paths, is in `detail` for
+ * the server log.
+ */
+export class GitCommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | string | undefined,
+    readonly detail: string,
+  ) {
+    super(`git ${command} failed${exitCode === undefined ? '' : ` (exit code ${exitCode})`}`);
+    this.name = 'GitCommandError';
+  }
+}
+
+/**
+ * Failures git reports for requests that can never succeed, as clean reasons. Most are refused
+ * before they are queued (commit-rules.ts); these stay as a net for writes submitted some other
+ * way. Matched on git's untranslated messages (LC_ALL=C below).
+ */
+const PERMANENT_GIT_FAILURES: [RegExp, string, 400 | 409][] = [
+  [/Invalid path '/, 'git refuses this file path (it names a .git folder or is not a valid path)', 400],
+  [/appears as both a file and as a directory/, 'the commit would make one path both a file and a folder', 409],
+  [/NUL byte in commit log message/, 'the commit message must not contain NUL bytes', 400],
+  [/exists; cannot create|cannot lock ref .* but expected/, 'the ref was changed or created at the same time by someone else', 409],
+];
+
+function gitFailure(args: string[], err: unknown, stderr: string): Error {
+  const permanent = PERMANENT_GIT_FAILURES.find(([pattern]) => pattern.test(stderr));
+  if (permanent) return new GitWriteError(permanent[1], permanent[2]);
+  const { code } = err as { code?: number | string };
+  return new GitCommandError(args[0] ?? '', code, stderr.trim() || (err as Error).message);
+}
+
+/** git in the C locale: its messages are matched above and must not be translated. */
+const gitEnv = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({ ...process.env, ...env, LC_ALL: 'C', LANGUAGE: 'C' });
+
 async function git(repo: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
-  const { stdout } = await run('git', ['--git-dir', repo, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
-  return stdout.trim();
+  try {
+    const { stdout } = await run('git', ['--git-dir', repo, ...args], { env: gitEnv(env), maxBuffer: 64 << 20 });
+    return stdout.trim();
+  } catch (err) {
+    throw gitFailure(args, err, String((err as { stderr?: unknown }).stderr ?? ''));
+  }
 }
 
 function gitWithInput(repo: string, args: string[], input: string | Buffer, env: NodeJS.ProcessEnv = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn('git', ['--git-dir', repo, ...args], { env: { ...process.env, ...env } });
+    const child = spawn('git', ['--git-dir', repo, ...args], { env: gitEnv(env) });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`git ${args[0]} failed: ${err.trim()}`))));
+    child.on('error', (error) => reject(gitFailure(args, error, err)));
+    child.on('close', (code) => (code === 0 ? resolve(out.trim()) : reject(gitFailure(args, { code }, err))));
     child.stdin.end(input);
   });
 }
@@ -71,8 +115,36 @@ export interface CommitResult {
 
 const TRAILER = 'Forge-Write-Id';
 
+/**
+ * Why the tree of `commit` has no room for a file at `path`, or undefined: a file (or symlink, or
+ * submodule) where the path needs a folder, or a folder where the file would go.
+ */
+async function pathConflict(repo: string, commit: string, path: string): Promise<string | undefined> {
+  const parts = path.split('/');
+  const prefixes = parts.map((_, i) => parts.slice(0, i + 1).join('/'));
+  // -t lists the folders on the way; literal pathspecs, so "*" in a name is just a character.
+  const out = await git(repo, ['ls-tree', '-t', '-z', '--full-tree', commit, '--', ...prefixes], { GIT_LITERAL_PATHSPECS: '1' });
+  const wanted = new Set(prefixes);
+  for (const entry of out.split('\0')) {
+    const tab = entry.indexOf('\t');
+    const entryPath = entry.slice(tab + 1);
+    // A folder's pathspec also lists what is in it: only the entries on the path matter.
+    if (tab < 0 || !wanted.has(entryPath)) continue;
+    const type = entry.split(' ')[1];
+    if (entryPath !== path && type !== 'tree') return `a file exists at '${entryPath}' where the commit needs a folder`;
+    if (entryPath === path && type === 'tree') return `a folder exists at '${path}' where the commit needs a file`;
+    if (entryPath === path && type === 'commit') return `a submodule exists at '${path}'`;
+  }
+  return undefined;
+}
+
 /** Writes `content` at `path` on top of `branch` (creating the branch) and moves the branch. */
 export async function commitFile(repo: string, input: CommitFileInput): Promise<CommitResult> {
+  // The API checks these before queueing; the queue accepts writes from other submitters too.
+  const pathProblem = filePathProblem(input.path);
+  if (pathProblem) throw new GitWriteError(`invalid path: it ${pathProblem}`, 400);
+  const messageProblem = commitMessageProblem(input.message);
+  if (messageProblem) throw new GitWriteError(`invalid commit message: it ${messageProblem}`, 400);
   const ref = `refs/heads/${input.branch}`;
   const head = await resolveRef(repo, ref);
   if (head) {
@@ -95,7 +167,13 @@ export async function commitFile(repo: string, input: CommitFileInput): Promise<
   try {
     if (head) await git(repo, ['read-tree', head], env);
     const blob = await gitWithInput(repo, ['hash-object', '-w', '--stdin'], input.content);
-    await git(repo, ['update-index', '--add', '--cacheinfo', `100644,${blob},${input.path}`], env);
+    try {
+      await git(repo, ['update-index', '--add', '--cacheinfo', `100644,${blob},${input.path}`], env);
+    } catch (err) {
+      // Looked up only when git refused: what is in the way, in the user's terms.
+      const conflict = err instanceof GitWriteError && head ? await pathConflict(repo, head, input.path) : undefined;
+      throw conflict ? new GitWriteError(conflict, 409) : err;
+    }
     const tree = await git(repo, ['write-tree'], env);
     const message = `${input.message.trim()}\n\n${TRAILER}: ${input.writeId}\n`;
     const sha = await gitWithInput(repo, ['commit-tree', tree, ...(head ? ['-p', head] : [])], message, env);
@@ -111,11 +189,7 @@ export async function createRef(repo: string, ref: string, sha: string): Promise
   const current = await resolveRef(repo, ref);
   if (current === sha) return { sha, alreadyApplied: true };
   if (current) throw new GitWriteError(`${ref} already exists (at ${current})`);
-  try {
-    await git(repo, ['update-ref', ref, sha, ZERO]);
-  } catch (err) {
-    throw new GitWriteError(`cannot create ${ref}: ${(err as Error).message}`);
-  }
+  await git(repo, ['update-ref', ref, sha, ZERO]);
   return { sha, alreadyApplied: false };
 }
 

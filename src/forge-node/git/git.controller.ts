@@ -1,7 +1,7 @@
+import { STATUS_CODES } from 'node:http';
 import {
   BadRequestException,
   Body,
-  ConflictException,
   Controller,
   Delete,
   Get,
@@ -14,22 +14,25 @@ import {
   Param,
   Post,
   Query,
+  PayloadTooLargeException,
   ServiceUnavailableException,
 } from '@nestjs/common';
-import { IsOptional, IsString, MaxLength } from 'class-validator';
-import { RepoWriteQueue, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError } from '../../repo-writes/index.js';
+import { IsString, MaxLength } from 'class-validator';
+import { RepoWriteQueue, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError, WriteTooLargeError } from '../../repo-writes/index.js';
 import { CurrentUser } from '../auth/auth.guard.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
-import { filePathProblem, NamePipe, RefNamePipe, refNameProblem } from '../params.js';
+import { OptionalField } from '../http/optional-field.js';
+import { NamePipe, quote, RefNamePipe, refNameProblem, revisionProblem } from '../params.js';
 import { ReposService } from '../repos/repos.service.js';
 import { repoPath } from './bare-repos.js';
+import { commitMessageProblem, filePathProblem } from './commit-rules.js';
 import { listCommits, resolveRef, type CommitSummary } from './git-writes.js';
 import type { CommitArgs, RefArgs } from './repo-writes.service.js';
 
 export class CommitDto {
   @IsString() branch!: string;
   @IsString() path!: string;
-  @IsString() @MaxLength(1 << 20) content!: string;
+  @IsString() @MaxLength(512 * 1024) content!: string;
   @IsString() @MaxLength(10_000) message!: string;
 }
 
@@ -41,19 +44,26 @@ export class CreateBranchDto {
 export class CreateTagDto {
   @IsString() name!: string;
   @IsString() target!: string;
-  @IsOptional() @IsString() message?: string;
+  @OptionalField() @IsString() message?: string;
 }
 
-/** Maps queue outcomes to HTTP: conflicts stay 409/404, a write that keeps failing is a 500. */
+/**
+ * Maps queue outcomes to HTTP: a write that cannot succeed (PermanentWriteError: bad input, a
+ * conflict, a missing ref) keeps its 4xx status; one that kept failing for another reason is a
+ * 500 that points to where it is recorded. Reasons are the handlers' own clean messages.
+ */
 function httpError(err: unknown): never {
   if (err instanceof WriteFailedError) {
-    if (err.status === 404) throw new NotFoundException(err.reason);
-    if (err.status === 400) throw new BadRequestException(err.reason);
-    if (err.status === 409) throw new ConflictException(err.reason);
-    throw new InternalServerErrorException(`write ${err.writeId} failed: ${err.reason}`);
+    if (err.status !== undefined && err.status >= 400 && err.status < 500) {
+      throw new HttpException({ statusCode: err.status, message: err.reason, error: STATUS_CODES[err.status] }, err.status);
+    }
+    throw new InternalServerErrorException(
+      `write ${err.writeId} could not be applied after ${err.deliveries} attempt(s): ${err.reason}; it is listed by GET /api/writes/failures`,
+    );
   }
   if (err instanceof WriteTimeoutError) throw new GatewayTimeoutException(err.message);
   if (err instanceof WriteQueueUnavailableError) throw new ServiceUnavailableException(err.message);
+  if (err instanceof WriteTooLargeError) throw new PayloadTooLargeException(`${err.message}: commit a smaller file`);
   if (err instanceof HttpException) throw err;
   throw err;
 }
@@ -84,9 +94,11 @@ export class GitController {
     @CurrentUser() user: string,
   ): Promise<{ sha: string; parent: string | null }> {
     const branchProblem = refNameProblem(body.branch);
-    if (branchProblem) throw new BadRequestException(`invalid branch name ${JSON.stringify(body.branch)}: ${branchProblem}`);
+    if (branchProblem) throw new BadRequestException(`invalid branch name ${quote(body.branch)}: ${branchProblem}`);
     const pathProblem = filePathProblem(body.path);
-    if (pathProblem) throw new BadRequestException(`invalid path ${JSON.stringify(body.path)}: ${pathProblem}`);
+    if (pathProblem) throw new BadRequestException(`invalid path ${quote(body.path)}: ${pathProblem}`);
+    const messageProblem = commitMessageProblem(body.message);
+    if (messageProblem) throw new BadRequestException(`invalid commit message: it ${messageProblem}`);
     const repo = await this.writable(owner, name, user);
     const args: CommitArgs = { branch: body.branch, path: body.path, content: body.content, message: body.message, author: user };
     return this.queue.submit<{ sha: string; parent: string | null }>(repo, 'commit', args).catch(httpError);
@@ -124,6 +136,8 @@ export class GitController {
     @Body() body: CreateBranchDto,
     @CurrentUser() user: string,
   ): Promise<{ sha: string }> {
+    const fromProblem = revisionProblem(body.from);
+    if (fromProblem) throw new BadRequestException(`invalid "from" ${quote(body.from)}: ${fromProblem}`);
     const repo = await this.writable(owner, name, user);
     const args: RefArgs = { name: branch, sha: body.from, author: user };
     return this.queue.submit<{ sha: string }>(repo, 'branch.create', args).catch(httpError);
@@ -149,7 +163,9 @@ export class GitController {
     @CurrentUser() user: string,
   ): Promise<{ sha: string }> {
     const problem = refNameProblem(body.name);
-    if (problem) throw new BadRequestException(`invalid tag name ${JSON.stringify(body.name)}: ${problem}`);
+    if (problem) throw new BadRequestException(`invalid tag name ${quote(body.name)}: ${problem}`);
+    const targetProblem = revisionProblem(body.target);
+    if (targetProblem) throw new BadRequestException(`invalid tag target ${quote(body.target)}: ${targetProblem}`);
     const repo = await this.writable(owner, name, user);
     return this.queue.submit<{ sha: string }>(repo, 'tag.create', { name: body.name, sha: body.target, author: user } satisfies RefArgs).catch(httpError);
   }

@@ -1,11 +1,11 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { existsSync } from 'node:fs';
 import { ForgeBus, type EventInput } from '../../index.js';
 import { RepoWriteHandler } from '../../nest/index.js';
 import { PermanentWriteError, type RepoWriteContext } from '../../repo-writes/index.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
 import { repoPath } from './bare-repos.js';
-import { commitFile, createRef, deleteRef, resolveRef, type CommitResult } from './git-writes.js';
+import { commitFile, createRef, deleteRef, GitCommandError, resolveRef, type CommitResult } from './git-writes.js';
 
 export interface CommitArgs {
   branch: string;
@@ -31,6 +31,8 @@ const ZERO = '0'.repeat(40);
  */
 @Injectable()
 export class GitWriteHandlers {
+  private readonly logger = new Logger('GitWriteHandlers');
+
   constructor(
     @Inject(FORGE_NODE_CONFIG) private readonly config: ForgeNodeConfig,
     private readonly bus: ForgeBus,
@@ -42,13 +44,30 @@ export class GitWriteHandlers {
     return dir;
   }
 
+  /**
+   * Runs a handler's git work; a git failure that may pass is logged here with git's own output
+   * (server paths and all), which its error message leaves out because users see that.
+   */
+  private async logged<T>(ctx: RepoWriteContext, dir: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      if (!(err instanceof GitCommandError)) throw err;
+      // Deleted while the write ran (DELETE of the repository races the queue): retrying cannot help.
+      if (!existsSync(dir)) throw new PermanentWriteError(`repository ${ctx.repo.owner}/${ctx.repo.name} was deleted while the write was applied`, 404);
+      this.logger.warn(`write ${ctx.writeId} (${ctx.operation} on ${ctx.repo.owner}/${ctx.repo.name}, attempt ${ctx.deliveryCount}): ${err.message}: ${err.detail}`);
+      throw err;
+    }
+  }
+
   private async publish(ctx: RepoWriteContext, input: Omit<EventInput, 'id' | 'repo'>): Promise<void> {
     await this.bus.publish({ ...input, repo: ctx.repo, id: `${ctx.writeId}.${input.type}` } as EventInput);
   }
 
   @RepoWriteHandler('commit')
   async commit(ctx: RepoWriteContext<CommitArgs>): Promise<{ sha: string; parent: string | null }> {
-    const result: CommitResult = await commitFile(this.repoDir(ctx), {
+    const dir = this.repoDir(ctx);
+    const result: CommitResult = await this.logged(ctx, dir, () => commitFile(dir, {
       writeId: ctx.writeId,
       branch: ctx.args.branch,
       path: ctx.args.path,
@@ -56,7 +75,7 @@ export class GitWriteHandlers {
       message: ctx.args.message,
       author: ctx.args.author,
       date: ctx.acceptedAt,
-    });
+    }));
     const ref = `refs/heads/${ctx.args.branch}`;
     await this.publish(ctx, { type: 'repo.pushed', actor: ctx.args.author, payload: { ref, before: result.parent ?? ZERO, after: result.sha, commitCount: 1 } });
     if (!result.parent) await this.publish(ctx, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha: result.sha } });
@@ -77,7 +96,7 @@ export class GitWriteHandlers {
   async deleteBranch(ctx: RepoWriteContext<RefArgs>): Promise<{ sha: string | null }> {
     const ref = `refs/heads/${ctx.args.name}`;
     const dir = this.repoDir(ctx);
-    const result = await deleteRef(dir, ref);
+    const result = await this.logged(ctx, dir, () => deleteRef(dir, ref));
     if (!result.alreadyApplied && result.sha) {
       await this.publish(ctx, { type: 'ref.deleted', actor: ctx.args.author, payload: { ref, sha: result.sha } });
     } else if (ctx.deliveryCount === 1) {
@@ -90,7 +109,7 @@ export class GitWriteHandlers {
     const dir = this.repoDir(ctx);
     const sha = ctx.args.sha ? await resolveRef(dir, ctx.args.sha) : undefined;
     if (!sha) throw new PermanentWriteError(`${ctx.args.sha ?? '(no target)'} is not a commit of ${ctx.repo.owner}/${ctx.repo.name}`, 404);
-    const result = await createRef(dir, ref, sha);
+    const result = await this.logged(ctx, dir, () => createRef(dir, ref, sha));
     // On a redelivery the event may have gone out already: its id makes the re-publish a no-op.
     await this.publish(ctx, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha } });
     return { sha: result.sha };

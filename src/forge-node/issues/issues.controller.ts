@@ -1,18 +1,19 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post } from '@nestjs/common';
-import { IsIn, IsOptional, IsString, Length, MaxLength } from 'class-validator';
+import { IsIn, IsString, Length, MaxLength } from 'class-validator';
 import { CurrentUser } from '../auth/auth.guard.js';
+import { OptionalField } from '../http/optional-field.js';
 import { IssueNumberPipe, NamePipe } from '../params.js';
 import { IssuesService, type Issue, type IssueState } from './issues.service.js';
 
 export class CreateIssueDto {
   @IsString() @Length(1, 255) title!: string;
-  @IsOptional() @IsString() @MaxLength(65_536) body?: string;
+  @OptionalField() @IsString() @MaxLength(65_536) body?: string;
 }
 
 export class UpdateIssueDto {
-  @IsOptional() @IsString() @Length(1, 255) title?: string;
-  @IsOptional() @IsString() @MaxLength(65_536) body?: string;
-  @IsOptional() @IsIn(['open', 'closed']) state?: IssueState;
+  @OptionalField() @IsString() @Length(1, 255) title?: string;
+  @OptionalField() @IsString() @MaxLength(65_536) body?: string;
+  @OptionalField() @IsIn(['open', 'closed']) state?: IssueState;
 }
 
 @Controller('api/repos/:owner/:name/issues')

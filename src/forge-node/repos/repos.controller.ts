@@ -1,12 +1,13 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Put } from '@nestjs/common';
-import { IsBoolean, IsOptional, IsString } from 'class-validator';
+import { IsBoolean, IsString } from 'class-validator';
 import { CurrentUser } from '../auth/auth.guard.js';
+import { OptionalField } from '../http/optional-field.js';
 import { NamePipe } from '../params.js';
 import { ReposService, type Repo } from './repos.service.js';
 
 export class CreateRepoDto {
   @IsString() name!: string;
-  @IsOptional() @IsBoolean() private?: boolean;
+  @OptionalField() @IsBoolean() private?: boolean;
 }
 
 @Controller('api/repos')
