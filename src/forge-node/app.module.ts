@@ -1,4 +1,4 @@
-import { Module, ValidationPipe, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
+import { Module, ValidationPipe, type MiddlewareConsumer, type NestModule, type Provider } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { APP_GUARD, APP_PIPE } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
@@ -27,6 +27,13 @@ export const configProvider = {
   provide: FORGE_NODE_CONFIG,
   inject: [ConfigService],
   useFactory: (config: ConfigService) => config.get<ForgeNodeConfig>('forge'),
+};
+
+/** The shared database, with the outbox the write handlers record their events in. */
+export const databaseProvider: Provider = {
+  provide: DATABASE,
+  inject: [FORGE_NODE_CONFIG],
+  useFactory: (config: ForgeNodeConfig) => openDatabase(config.dataDir),
 };
 
 export const forgeCoreImports = [
@@ -89,11 +96,7 @@ export const forgeCoreImports = [
   ],
   providers: [
     configProvider,
-    {
-      provide: DATABASE,
-      inject: [FORGE_NODE_CONFIG],
-      useFactory: (config: ForgeNodeConfig) => openDatabase(config.dataDir),
-    },
+    databaseProvider,
     { provide: APP_GUARD, useClass: AuthGuard },
     {
       provide: APP_PIPE,

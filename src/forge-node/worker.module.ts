@@ -1,10 +1,11 @@
 import { Module } from '@nestjs/common';
-import { configProvider, forgeCoreImports } from './app.module.js';
+import { configProvider, databaseProvider, forgeCoreImports } from './app.module.js';
 import { GitWriteHandlers } from './git/repo-writes.service.js';
+import { ForgeEventsService } from './outbox/forge-events.service.js';
 
-/** A worker-only process: applies repository writes, serves no HTTP. */
+/** A worker-only process: applies repository writes (their events go through the outbox), serves no HTTP. */
 @Module({
   imports: [...forgeCoreImports],
-  providers: [configProvider, GitWriteHandlers],
+  providers: [configProvider, databaseProvider, ForgeEventsService, GitWriteHandlers],
 })
 export class ForgeWorkerModule {}

@@ -1,9 +1,10 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { existsSync } from 'node:fs';
-import { ForgeBus, type EventInput } from '../../index.js';
+import type { EventInput } from '../../index.js';
 import { RepoWriteHandler } from '../../nest/index.js';
 import { PermanentWriteError, type RepoWriteContext } from '../../repo-writes/index.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
+import { ForgeEventsService } from '../outbox/forge-events.service.js';
 import { repoPath } from './bare-repos.js';
 import { commitFile, createRef, deleteRef, GitCommandError, resolveRef, type CommitResult } from './git-writes.js';
 
@@ -35,7 +36,7 @@ export class GitWriteHandlers {
 
   constructor(
     @Inject(FORGE_NODE_CONFIG) private readonly config: ForgeNodeConfig,
-    private readonly bus: ForgeBus,
+    private readonly events: ForgeEventsService,
   ) {}
 
   private repoDir(ctx: RepoWriteContext): string {
@@ -60,8 +61,17 @@ export class GitWriteHandlers {
     }
   }
 
-  private async publish(ctx: RepoWriteContext, input: Omit<EventInput, 'id' | 'repo'>): Promise<void> {
-    await this.bus.publish({ ...input, repo: ctx.repo, id: `${ctx.writeId}.${input.type}` } as EventInput);
+  /**
+   * Records the write's events in the outbox (a local SQLite insert), which relays them. The
+   * write is applied by now: an event that cannot be published this moment (FORGE_EVENTS
+   * unavailable) must not fail it, or the submitter gets a 500 for a commit that exists and a
+   * retry commits twice. The id derives from the write id, so a redelivered write's second record
+   * is stored once by the stream's duplicate window.
+   */
+  private publish(ctx: RepoWriteContext, ...inputs: Omit<EventInput, 'id' | 'repo'>[]): void {
+    this.events.transaction((record) => {
+      for (const input of inputs) record({ ...input, repo: ctx.repo, id: `${ctx.writeId}.${input.type}` } as EventInput);
+    });
   }
 
   @RepoWriteHandler('commit')
@@ -77,8 +87,9 @@ export class GitWriteHandlers {
       date: ctx.acceptedAt,
     }));
     const ref = `refs/heads/${ctx.args.branch}`;
-    await this.publish(ctx, { type: 'repo.pushed', actor: ctx.args.author, payload: { ref, before: result.parent ?? ZERO, after: result.sha, commitCount: 1 } });
-    if (!result.parent) await this.publish(ctx, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha: result.sha } });
+    const pushed = { type: 'repo.pushed', actor: ctx.args.author, payload: { ref, before: result.parent ?? ZERO, after: result.sha, commitCount: 1 } };
+    if (result.parent) this.publish(ctx, pushed);
+    else this.publish(ctx, pushed, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha: result.sha } });
     return { sha: result.sha, parent: result.parent };
   }
 
@@ -98,7 +109,7 @@ export class GitWriteHandlers {
     const dir = this.repoDir(ctx);
     const result = await this.logged(ctx, dir, () => deleteRef(dir, ref));
     if (!result.alreadyApplied && result.sha) {
-      await this.publish(ctx, { type: 'ref.deleted', actor: ctx.args.author, payload: { ref, sha: result.sha } });
+      this.publish(ctx, { type: 'ref.deleted', actor: ctx.args.author, payload: { ref, sha: result.sha } });
     } else if (ctx.deliveryCount === 1) {
       throw new PermanentWriteError(`branch ${ctx.args.name} does not exist`, 404);
     }
@@ -111,7 +122,7 @@ export class GitWriteHandlers {
     if (!sha) throw new PermanentWriteError(`${ctx.args.sha ?? '(no target)'} is not a commit of ${ctx.repo.owner}/${ctx.repo.name}`, 404);
     const result = await this.logged(ctx, dir, () => createRef(dir, ref, sha));
     // On a redelivery the event may have gone out already: its id makes the re-publish a no-op.
-    await this.publish(ctx, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha } });
+    this.publish(ctx, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha } });
     return { sha: result.sha };
   }
 }

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type BeforeApplicationShutdown, type OnApplicationBootstrap } from '@nestjs/common';
 import { ForgeBus, OutboxRelay, type EventEnvelope, type EventInput, type ForgeEventPayloads, type KnownEventInput } from '../../index.js';
 import { ForgeCache } from '../../cache/index.js';
 import { DATABASE, type Db } from '../db/database.js';
@@ -17,7 +17,8 @@ export class ForgeEventsService implements OnApplicationBootstrap, BeforeApplica
   constructor(
     @Inject(DATABASE) private readonly db: Db,
     private readonly bus: ForgeBus,
-    private readonly cache: ForgeCache,
+    // A worker-only process has no cache.
+    @Optional() private readonly cache?: ForgeCache,
   ) {
     this.store = new SqliteOutboxStore(db);
     this.relay = new OutboxRelay(this.store, bus.publisher, bus.events, { logger: new Logger('Outbox') });
@@ -40,7 +41,7 @@ export class ForgeEventsService implements OnApplicationBootstrap, BeforeApplica
     }).immediate();
     // Read-your-writes: this node drops what the change invalidates before it answers, without
     // waiting for the event to come back through the stream (every other node does it then).
-    for (const envelope of recorded) this.cache.applyLocal(envelope);
+    for (const envelope of recorded) this.cache?.applyLocal(envelope);
     this.relay.notify();
     return result;
   }
