@@ -76,6 +76,25 @@ export async function recordedSettings(nc: NatsConnection): Promise<Record<strin
   return out;
 }
 
+/**
+ * Records `value` under `name` unless something is recorded already; returns what is recorded
+ * (first writer wins, as with the settings).
+ */
+export async function recordOnce(nc: NatsConnection, name: string, value: SettingValue): Promise<SettingValue> {
+  const kv = await settingsBucket(nc);
+  try {
+    await kv.create(name, JSON.stringify(value));
+    return value;
+  } catch {
+    const entry = await kv.get(name);
+    if (!entry || entry.length === 0) {
+      await kv.put(name, JSON.stringify(value));
+      return value;
+    }
+    return entry.json<SettingValue>();
+  }
+}
+
 /** Changes a recorded setting (a deliberate cluster-wide change; see the procedures in the docs). */
 export async function recordSetting(nc: NatsConnection, name: string, value: SettingValue): Promise<void> {
   await (await settingsBucket(nc)).put(name, JSON.stringify(value));

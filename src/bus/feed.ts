@@ -10,6 +10,10 @@ import { checkOptions, fn, integer, logger, nonEmptyString, type OptionRules } f
 import { compileMatcher, type EventFilter, type EventMatcher, type TypePattern } from './patterns.js';
 import { EVENTS_STREAM } from './streams.js';
 import { streamIdentity, StreamWatch, type StreamIdentity } from './stream-watch.js';
+import { recordOnce } from './cluster-settings.js';
+
+/** FORGE_SETTINGS key of the creation time of the event stream the cluster first saw. */
+const ORIGINAL_STREAM_KEY = 'events.originalCreated';
 
 export type EventHandler = (event: DeliveredEvent) => unknown;
 
@@ -96,6 +100,8 @@ export class EventFeed {
   private readonly listenerLog: RateLimitedLog;
   private readonly watch: StreamWatch;
   private pendingReset?: { now: StreamIdentity; before: StreamIdentity };
+  private original?: string;
+  private current?: string;
   private readonly stream: string;
   private readonly logger: BusLogger;
   private readonly malformedLog: RateLimitedLog;
@@ -169,6 +175,15 @@ export class EventFeed {
     return { unsubscribe: () => this.resetListeners.delete(listener) };
   }
 
+  /**
+   * Which incarnation of the stream the feed reads: '' for the one the cluster first saw, else a
+   * short tag of its creation time. A position is only meaningful with its epoch: a re-created
+   * stream numbers its events from 1 again (SSE ids carry the epoch for that reason).
+   */
+  get epoch(): string {
+    return this.current === undefined || this.current === this.original ? '' : Date.parse(this.current).toString(36);
+  }
+
   /** Compares the stream's identity now (the feed also does so every `streamCheckMs`). */
   checkStream(): Promise<void> {
     return this.watch.check();
@@ -184,6 +199,9 @@ export class EventFeed {
     if (this.loop) return;
     const identity = await streamIdentity(this.nc, this.stream);
     if (!identity) throw new ForgeBusError('STREAM_NOT_FOUND', `stream ${this.stream} does not exist: provision it (ForgeBus.connect does, unless provisionStream is false)`);
+    // The incarnation the cluster first saw: its positions are plain sequences (see `epoch`).
+    this.original = String(await recordOnce(this.nc, ORIGINAL_STREAM_KEY, identity.created));
+    this.current = identity.created;
     const startSeq = this.options.startSeq ?? identity.lastSeq + 1;
     this.stats.lastSeq = startSeq - 1;
     this.positioned = true;
@@ -247,6 +265,7 @@ export class EventFeed {
     };
     this.stats.resets++;
     this.stats.lastSeq = reset.position;
+    this.current = now.created;
     this.logger.warn(
       `event feed restarts at sequence ${reset.position + 1} of the re-created stream ${this.stream} (it had processed ${reset.lastSeqBefore} of the old one)`,
     );

@@ -14,6 +14,7 @@ export {
   SettingsDriftError,
   agreeOnSettings,
   recordedSettings,
+  recordOnce,
   recordSetting,
   type SettingValue,
   type ClusterSetting,

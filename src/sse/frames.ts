@@ -22,12 +22,21 @@ export class WireFrame {
   }
 }
 
-export function eventFrame(seq: number, type: string, json: string): WireFrame {
-  return new WireFrame(Buffer.from(`id: ${seq}\nevent: ${type}\ndata: ${json}\n\n`));
+/**
+ * The SSE id of stream position `seq`: the plain sequence on the stream the cluster first saw
+ * (epoch ''), `<seq>-<epoch>` on a re-created one, whose numbers start over. Plain numbers sent by
+ * existing clients keep their meaning.
+ */
+export function eventId(seq: number, epoch: string): string {
+  return epoch === '' ? String(seq) : `${seq}-${epoch}`;
+}
+
+export function eventFrame(id: string, type: string, json: string): WireFrame {
+  return new WireFrame(Buffer.from(`id: ${id}\nevent: ${type}\ndata: ${json}\n\n`));
 }
 
 /** A forgebus control event (`reset`, `access-revoked`); with `id` it also moves the client's position. */
-export function controlFrame(type: string, data: object, id?: number): WireFrame {
+export function controlFrame(type: string, data: object, id?: string): WireFrame {
   return new WireFrame(Buffer.from(`${id === undefined ? '' : `id: ${id}\n`}event: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
 }
 
@@ -38,9 +47,9 @@ export function controlFrame(type: string, data: object, id?: number): WireFrame
  * `eventsource` package only takes ids from dispatched events.) A resuming stream gets only the
  * reconnect delay: its position is its own Last-Event-ID.
  */
-export function preambleFrame(retryMs: number, position?: number): WireFrame {
+export function preambleFrame(retryMs: number, position?: { seq: number; id: string }): WireFrame {
   if (position === undefined) return new WireFrame(Buffer.from(`retry: ${retryMs}\n\n`));
-  return new WireFrame(Buffer.from(`retry: ${retryMs}\nid: ${position}\nevent: position\ndata: {"position":${position}}\n\n`));
+  return new WireFrame(Buffer.from(`retry: ${retryMs}\nid: ${position.id}\nevent: position\ndata: {"position":${position.seq}}\n\n`));
 }
 
 /**

@@ -18,7 +18,8 @@ import {
 } from '../bus/index.js';
 import type { AccessChange, SseAccessPolicy } from './access.js';
 import { SseClient, type SseResponse } from './client.js';
-import { controlFrame, eventFrame, HEARTBEAT_FRAME, preambleFrame, SHUTDOWN_RETRY_MS, turnAwayFrame, type WireFrame } from './frames.js';
+import type { LastEventId } from './errors.js';
+import { controlFrame, eventFrame, eventId, HEARTBEAT_FRAME, preambleFrame, SHUTDOWN_RETRY_MS, turnAwayFrame, type WireFrame } from './frames.js';
 import { StreamRangeReader } from './replay.js';
 import { repoTopic, SITE_TOPIC, topicOf, topicOfSubject, TopicIndex, userTopic, type TopicKey } from './topics.js';
 
@@ -69,8 +70,11 @@ export interface SseStreamRequest {
    */
   repos: RepoRef[];
   defaultRepos: boolean;
-  /** Last-Event-ID: resume after this stream sequence. */
-  lastEventId?: number;
+  /**
+   * Last-Event-ID: resume after this position (parseLastEventId). A number is a sequence of the
+   * stream the cluster first saw (what ids were before streams carried epochs).
+   */
+  lastEventId?: LastEventId | number;
 }
 
 export interface SseHubStats {
@@ -167,6 +171,11 @@ export class SseHub {
     this.heartbeat.unref();
   }
 
+  /** The SSE id of a stream position, in the current incarnation of the stream. */
+  private idOf(seq: number): string {
+    return eventId(seq, this.bus.feed.epoch);
+  }
+
   /** The last sequence every live client has been given (or would have, had it matched). */
   get position(): number {
     return this.dispatching !== undefined ? this.dispatching - 1 : this.bus.feed.stats.lastSeq;
@@ -200,7 +209,11 @@ export class SseHub {
     // Headers go out now; from here on the hub writes frames to the socket itself.
     res.flushHeaders();
     const position = this.position;
-    const last = request.lastEventId;
+    const resumeFrom = typeof request.lastEventId === 'number' ? { seq: request.lastEventId, epoch: '' } : request.lastEventId;
+    // An id of another incarnation of the stream (deleted and re-created since): its number means
+    // nothing here, so the client is reset to the present instead of replayed from it.
+    const foreign = resumeFrom !== undefined && resumeFrom.epoch !== this.bus.feed.epoch;
+    const last = foreign ? undefined : resumeFrom?.seq;
     const requested = request.defaultRepos ? undefined : new Set(request.repos.map(repoTopic));
     const client = new SseClient(request.user, res, requested, last ?? position);
     client.chunked = res.chunkedEncoding;
@@ -211,8 +224,12 @@ export class SseHub {
     this.stats.clients = this.clients.size;
     this.stats.opened++;
     res.once('close', () => this.remove(client));
-    if (last === undefined || last === position) {
-      this.write(client, preambleFrame(this.options.retryMs, last === undefined ? position : undefined));
+    if (foreign) {
+      this.write(client, preambleFrame(this.options.retryMs));
+      this.stats.resets++;
+      this.write(client, controlFrame('reset', { reason: 'stream-recreated', position }, this.idOf(position)));
+    } else if (last === undefined || last === position) {
+      this.write(client, preambleFrame(this.options.retryMs, last === undefined ? { seq: position, id: this.idOf(position) } : undefined));
     } else {
       this.write(client, preambleFrame(this.options.retryMs));
       client.held = [];
@@ -249,7 +266,7 @@ export class SseHub {
     const topic = topicOf(event.envelope);
     const members = this.membersOf(topic);
     if (!members || members.size === 0) return;
-    const frame = eventFrame(event.seq, event.envelope.type, JSON.stringify(event.envelope));
+    const frame = eventFrame(this.idOf(event.seq), event.envelope.type, JSON.stringify(event.envelope));
     if (members.size <= SLICE) {
       for (const client of members) this.send(client, event.seq, frame);
       return;
@@ -356,7 +373,7 @@ export class SseHub {
 
   private onGap(gap: FeedGap): void {
     // The stream no longer holds what the feed missed: nobody here can replay it.
-    const frame = controlFrame('reset', { reason: 'events-lost', from: gap.from, to: gap.to }, gap.to);
+    const frame = controlFrame('reset', { reason: 'events-lost', from: gap.from, to: gap.to }, this.idOf(gap.to));
     for (const client of this.clients) {
       if (gap.to > client.lastSentSeq) this.stats.resets++;
       this.send(client, gap.to, frame);
@@ -369,7 +386,7 @@ export class SseHub {
    * receiving. A client in the middle of a replay (of the old stream) is closed and resumes.
    */
   private onStreamReset(reset: FeedReset): void {
-    const frame = controlFrame('reset', { reason: 'stream-recreated', position: reset.position }, reset.position);
+    const frame = controlFrame('reset', { reason: 'stream-recreated', position: reset.position }, this.idOf(reset.position));
     for (const client of [...this.clients]) {
       this.stats.resets++;
       if (client.held) {
@@ -453,7 +470,7 @@ export class SseHub {
         // Live from where this node is; the id moves the client past the id it can no longer use.
         client.lastSentSeq = position;
         this.stats.resets++;
-        this.write(client, controlFrame('reset', { reason, lastEventId: last, firstAvailable: firstSeq }, position));
+        this.write(client, controlFrame('reset', { reason, lastEventId: last, firstAvailable: firstSeq }, this.idOf(position)));
       } else if (last < position) {
         this.stats.replays++;
         await this.replay(client, last + 1, position);
@@ -485,7 +502,7 @@ export class SseHub {
       client.lastSentSeq = event.seq;
       this.stats.deliveries++;
       this.stats.replayedEvents++;
-      if (!this.write(client, eventFrame(event.seq, event.envelope.type, JSON.stringify(event.envelope)))) {
+      if (!this.write(client, eventFrame(this.idOf(event.seq), event.envelope.type, JSON.stringify(event.envelope)))) {
         if (client.res.socket!.writableLength > this.options.maxBufferedBytes && !(await this.drained(client))) {
           return this.dropSlow(client, 'it did not read its replay');
         }

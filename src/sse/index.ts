@@ -7,4 +7,4 @@
 export { SseHub, type SseHubOptions, type SseHubStats, type SseStreamRequest } from './hub.js';
 export type { AccessChange, SseAccessPolicy } from './access.js';
 export type { SseClient, SseResponse, SseSocket } from './client.js';
-export { InvalidLastEventIdError, parseLastEventId } from './errors.js';
+export { InvalidLastEventIdError, parseLastEventId, type LastEventId } from './errors.js';

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ForgeBus, silentLogger, type DeliveredEvent, type EventInput, type FeedReset } from '../../src/bus/index.js';
 import { CacheTags, ForgeCache } from '../../src/cache/index.js';
-import { SseHub } from '../../src/sse/index.js';
+import { parseLastEventId, SseHub } from '../../src/sse/index.js';
 import { eventually, startTestNats, type TestNats } from '../support/nats.js';
 import { RawSseStream } from '../support/sse-client.js';
 
@@ -39,7 +39,9 @@ describe('a re-created event stream', () => {
     reader.feed.onReset((reset) => resets.push(reset));
     await reader.start();
     hub.start();
-    server = createServer((req, res) => hub.open(res, { user: 'alice', repos: [web], defaultRepos: false }));
+    server = createServer((req, res) =>
+      hub.open(res, { user: 'alice', repos: [web], defaultRepos: false, lastEventId: parseLastEventId(req.headers['last-event-id'] as string | undefined) }),
+    );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   });
 
@@ -82,11 +84,35 @@ describe('a re-created event stream', () => {
     read();
     assert.equal(loads, 2, 'the cached read was flushed, not served stale');
 
-    await stream.waitFor((s) => s.events.some((e) => e.id === String(after.seq)), 10_000, 'the new event on the SSE stream');
+    const epoch = reader.feed.epoch;
+    assert.match(epoch, /^[0-9a-z]+$/, 'the re-created stream has an epoch');
+    await stream.waitFor((s) => s.events.some((e) => e.id === `${after.seq}-${epoch}`), 10_000, 'the new event on the SSE stream, its id with the epoch');
     const reset = stream.events.find((e) => e.type === 'reset');
     assert.ok(reset, 'the client was told');
     assert.equal(JSON.parse(reset.data).reason, 'stream-recreated');
-    assert.ok(Number(reset.id) < after.seq, 'its Last-Event-ID moved into the new numbering');
+    assert.match(reset.id, new RegExp(`^\\d+-${epoch}$`), 'its Last-Event-ID moved into the new numbering');
+
+    // More events on the new stream, so an old id's number exists in it too.
+    for (let i = 0; i < 5; i++) await origin.publish(issueUpdated(4, `new ${i}`));
+    const newest = (await origin.publish(issueUpdated(5, 'newest'))).seq;
+    await eventually(() => reader.feed.stats.lastSeq >= newest, 10_000, 'the feed to catch up');
+    // A browser that was away during the re-creation comes back with an old stream's id: its number
+    // also exists in the new stream, but means something else there. It gets a reset, not a replay.
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    const returning = await RawSseStream.open(url, { 'last-event-id': String(after.seq + 1) });
+    await returning.waitFor((s) => s.events.some((e) => e.type === 'reset'), 10_000, 'a reset for the old id');
+    assert.equal(JSON.parse(returning.events.find((e) => e.type === 'reset')!.data).reason, 'stream-recreated');
+    assert.equal(returning.events.filter((e) => e.type !== 'reset').length, 0, 'nothing replayed from a meaningless position');
+    returning.close();
+    // An id of the new stream resumes exactly.
+    const resuming = await RawSseStream.open(url, { 'last-event-id': `${after.seq}-${epoch}` });
+    await resuming.waitFor((s) => s.events.some((e) => e.id === `${newest}-${epoch}`), 10_000, 'the replay to the newest event');
+    assert.deepEqual(
+      resuming.events.map((e) => e.id),
+      Array.from({ length: newest - after.seq }, (_, i) => `${after.seq + 1 + i}-${epoch}`),
+      'exactly the events after its id',
+    );
+    resuming.close();
     stream.close();
   });
 });

@@ -9,7 +9,7 @@ import {
 } from '@nestjs/common';
 import type { Response } from 'express';
 import type { RepoRef } from '../../index.js';
-import { InvalidLastEventIdError, parseLastEventId, SseHub } from '../../sse/index.js';
+import { InvalidLastEventIdError, parseLastEventId, SseHub, type LastEventId } from '../../sse/index.js';
 import { AcceptBrowserTokens, CurrentUser } from '../auth/auth.guard.js';
 import { nameProblem } from '../params.js';
 import { ReposService } from '../repos/repos.service.js';
@@ -53,7 +53,7 @@ export class EventsController {
     return this.hub.stats;
   }
 
-  private lastEventId(value: string | undefined): number | undefined {
+  private lastEventId(value: string | undefined): LastEventId | undefined {
     try {
       return parseLastEventId(value);
     } catch (err) {
