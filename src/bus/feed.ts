@@ -57,6 +57,8 @@ export interface FeedStats {
   lastSeq: number;
   /** Times the stream was found re-created (see FeedReset). */
   resets: number;
+  /** Times the consumer stopped moving while the stream had more, and was re-opened. */
+  stalls: number;
 }
 
 export interface EventFeedOptions {
@@ -93,7 +95,7 @@ interface Registration {
  * feed notices when the stream could not give it that sequence and reports a gap.
  */
 export class EventFeed {
-  readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0, resets: 0 };
+  readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0, resets: 0, stalls: 0 };
   private readonly registrations: Registration[] = [];
   private readonly gapListeners = new Set<(gap: FeedGap) => void>();
   private readonly resetListeners = new Set<(reset: FeedReset) => void>();
@@ -138,6 +140,12 @@ export class EventFeed {
         },
         missing: async () => {
           await ensureStream();
+        },
+        position: () => this.stats.lastSeq,
+        stalled: (behind) => {
+          this.stats.stalls++;
+          this.logger.warn(`event feed stalled at sequence ${this.stats.lastSeq}, ${behind} event(s) behind the stream: re-opening its consumer`);
+          void this.messages?.close().catch(() => undefined);
         },
       },
       this.logger,

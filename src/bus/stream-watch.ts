@@ -26,6 +26,13 @@ export interface StreamWatchHooks {
   recreated(now: StreamIdentity, before: StreamIdentity): void;
   /** The stream does not exist (deleted, not yet re-created): provision it, if this process may. */
   missing(): Promise<void>;
+  /** The last sequence the reader processed, to tell a stalled reader from a busy one. */
+  position(): number;
+  /**
+   * The stream holds events beyond `position()` and the reader has not moved for two checks:
+   * its consumer is stuck (seen after a server restart: the iterator neither yields nor ends).
+   */
+  stalled(behind: number): void;
 }
 
 /**
@@ -39,6 +46,9 @@ export class StreamWatch {
   private timer?: NodeJS.Timeout;
   private known?: StreamIdentity;
   private checking?: Promise<void>;
+  /** The reader's position at the last check, and how many checks in a row it was behind and still. */
+  private lastPosition = -1;
+  private stillChecks = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -66,6 +76,17 @@ export class StreamWatch {
     return this.checking;
   }
 
+  private checkProgress(now: StreamIdentity): void {
+    const position = this.hooks.position();
+    const behind = now.lastSeq - position;
+    this.stillChecks = behind > 0 && position === this.lastPosition ? this.stillChecks + 1 : 0;
+    this.lastPosition = position;
+    if (this.stillChecks >= 2) {
+      this.stillChecks = 0;
+      this.hooks.stalled(behind);
+    }
+  }
+
   private async compare(): Promise<void> {
     if (this.nc.isClosed() || !this.known) return;
     try {
@@ -75,7 +96,7 @@ export class StreamWatch {
         await this.hooks.missing();
         return;
       }
-      if (now.created === this.known.created) return;
+      if (now.created === this.known.created) return this.checkProgress(now);
       const before = this.known;
       this.known = now;
       this.logger.warn(`stream ${this.stream} was re-created (created ${before.created}, now ${now.created}): its sequences start over`);

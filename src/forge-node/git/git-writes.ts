@@ -9,8 +9,8 @@ import { commitMessageProblem, filePathProblem } from './commit-rules.js';
 /**
  * The git side of repository writes, with git's plumbing commands on a bare repository. Each
  * operation is idempotent, because a write whose worker died is delivered again:
- * - commits carry a `Forge-Write-Id:` trailer; a write whose commit is already the branch head
- *   is reported as applied instead of being committed twice;
+ * - commits carry a `Forge-Write-Id:` trailer; a write whose commit is among the branch's newest
+ *   commits is reported as applied instead of being committed twice;
  * - ref changes are compare-and-swap (`git update-ref <ref> <new> <old>`); a ref already in the
  *   wanted state counts as applied.
  */
@@ -138,6 +138,26 @@ async function pathConflict(repo: string, commit: string, path: string): Promise
   return undefined;
 }
 
+/**
+ * How far back a write is looked for. Not only the head: the first attempt of a write may have
+ * been applied and then others after it (its worker died before the ack, a consumer was deleted
+ * and re-created, the server lost the ack in a crash) before it is delivered again.
+ */
+const WRITE_LOOKBACK = 200;
+
+/** The commit that applied `writeId` (by its trailer), among the newest commits of `head`. */
+async function findWrite(repo: string, head: string, writeId: string): Promise<{ sha: string; parent: string | null } | undefined> {
+  const log = await git(repo, ['log', `-${WRITE_LOOKBACK}`, '--format=%H %P%x1f%B%x1e', head]);
+  const trailer = `${TRAILER}: ${writeId}`;
+  for (const entry of log.split('\x1e')) {
+    const [shas, body] = entry.split('\x1f');
+    if (!body?.split('\n').some((line) => line.trim() === trailer)) continue;
+    const [sha, parent] = shas!.trim().split(' ');
+    return { sha: sha!, parent: parent ?? null };
+  }
+  return undefined;
+}
+
 /** Writes `content` at `path` on top of `branch` (creating the branch) and moves the branch. */
 export async function commitFile(repo: string, input: CommitFileInput): Promise<CommitResult> {
   // The API checks these before queueing; the queue accepts writes from other submitters too.
@@ -148,11 +168,8 @@ export async function commitFile(repo: string, input: CommitFileInput): Promise<
   const ref = `refs/heads/${input.branch}`;
   const head = await resolveRef(repo, ref);
   if (head) {
-    const message = await git(repo, ['log', '-1', '--format=%B', head]);
-    if (message.includes(`${TRAILER}: ${input.writeId}`)) {
-      const parent = await resolveRef(repo, `${head}^`);
-      return { sha: head, parent: parent ?? null, alreadyApplied: true };
-    }
+    const applied = await findWrite(repo, head, input.writeId);
+    if (applied) return { ...applied, alreadyApplied: true };
   }
   const indexDir = await mkdtemp(join(tmpdir(), 'forgebus-index-'));
   const env = {
