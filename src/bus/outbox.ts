@@ -1,7 +1,7 @@
 import type { EventEnvelope } from './envelope.js';
 import type { EventFactory } from './event-factory.js';
 import { consoleLogger, type BusLogger } from './logger.js';
-import { checkOptions, integer, logger, millis, type OptionRules } from './options.js';
+import { checkOptions, fn, integer, logger, millis, type OptionRules } from './options.js';
 import type { EventPublisher } from './publisher.js';
 
 /** One event waiting in the outbox, in the order it was recorded. */
@@ -20,9 +20,11 @@ export interface OutboxStore {
   append(envelope: EventEnvelope): void | Promise<void>;
   /**
    * The oldest rows this node should relay: those it recorded itself, plus rows of any origin
-   * older than `orphanBefore` (another node died before relaying them).
+   * older than `orphanBefore` (another node died before relaying them) — except rows of
+   * `liveOrigins`, nodes that are alive and relay their own. A store that ignores `liveOrigins`
+   * still works (the relay skips those rows), but can fill a batch with rows it will skip.
    */
-  pending(origin: string, orphanBefore: Date, limit: number): OutboxRow[] | Promise<OutboxRow[]>;
+  pending(origin: string, orphanBefore: Date, limit: number, liveOrigins?: readonly string[]): OutboxRow[] | Promise<OutboxRow[]>;
   remove(positions: number[]): void | Promise<void>;
 }
 
@@ -33,6 +35,12 @@ export interface OutboxRelayOptions {
   pollIntervalMs?: number;
   /** Age after which another node's rows are relayed by this node too (default 30 s). */
   orphanAfterMs?: number;
+  /**
+   * The other nodes known to be alive (cluster membership): their rows are theirs to relay, however
+   * old, so one outage does not make every node re-publish every other node's backlog. Without it,
+   * any row older than `orphanAfterMs` is relayed by whichever node sees it.
+   */
+  liveOrigins?: () => readonly string[];
   logger?: BusLogger;
 }
 
@@ -40,6 +48,7 @@ export const OUTBOX_RELAY_OPTION_RULES: OptionRules<OutboxRelayOptions> = {
   batchSize: integer(1, 100_000),
   pollIntervalMs: millis(1),
   orphanAfterMs: millis(0),
+  liveOrigins: fn,
   logger,
 };
 
@@ -59,6 +68,7 @@ export class OutboxRelay {
   private readonly batchSize: number;
   private readonly pollIntervalMs: number;
   private readonly orphanAfterMs: number;
+  private readonly liveOrigins?: () => readonly string[];
   private readonly logger: BusLogger;
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
@@ -77,6 +87,7 @@ export class OutboxRelay {
     this.batchSize = options.batchSize ?? 500;
     this.pollIntervalMs = options.pollIntervalMs ?? 1_000;
     this.orphanAfterMs = options.orphanAfterMs ?? 30_000;
+    this.liveOrigins = options.liveOrigins;
     this.logger = options.logger ?? consoleLogger;
   }
 
@@ -141,7 +152,11 @@ export class OutboxRelay {
   /** One batch: publish pipelined, remove the acknowledged prefix. Returns rows handled. */
   private async pass(): Promise<number> {
     const orphanBefore = new Date(Date.now() - this.orphanAfterMs);
-    const rows = await this.store.pending(this.factory.origin, orphanBefore, this.batchSize);
+    const own = this.factory.origin;
+    const live = (this.liveOrigins?.() ?? []).filter((o) => o !== own);
+    const rows = (await this.store.pending(own, orphanBefore, this.batchSize, live)).filter(
+      (row) => row.envelope.origin === own || !live.includes(row.envelope.origin),
+    );
     if (rows.length === 0) return 0;
     const publishRow = (row: OutboxRow) => this.publisher.publish(this.factory.subjectOf(row.envelope), row.envelope);
     let results: PromiseSettledResult<unknown>[];

@@ -2,7 +2,7 @@ import { Module, ValidationPipe, type MiddlewareConsumer, type NestModule, type 
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { APP_GUARD, APP_PIPE } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
-import { ForgeBusModule, ForgeCacheModule, RepoWritesModule, SseModule } from '../nest/index.js';
+import { ClusterModule, ForgeBusModule, ForgeCacheModule, RepoWritesModule, SseModule } from '../nest/index.js';
 import { AuthGuard } from './auth/auth.guard.js';
 import { FORGE_NODE_CONFIG, loadForgeNodeConfig, type ForgeNodeConfig } from './config.js';
 import { DATABASE, openDatabase, type Db } from './db/database.js';
@@ -15,6 +15,9 @@ import { GitWriteHandlers } from './git/repo-writes.service.js';
 import { WritesController } from './git/writes.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { JsonBodyMiddleware } from './http/json-body.middleware.js';
+import { NodeInfo } from './nodes/node-info.js';
+import { NodeInfoModule } from './nodes/nodes.module.js';
+import { NodesController } from './nodes/nodes.controller.js';
 import { IssuesController } from './issues/issues.controller.js';
 import { IssuesService } from './issues/issues.service.js';
 import { ForgeEventsService } from './outbox/forge-events.service.js';
@@ -66,6 +69,21 @@ export const forgeCoreImports = [
       };
     },
   }),
+  // Membership: who is alive (GET /api/nodes), and whose outbox rows are orphans.
+  ClusterModule.forRootAsync({
+    imports: [NodeInfoModule],
+    inject: [ConfigService, NodeInfo],
+    useFactory: (config: ConfigService, info: NodeInfo) => {
+      const forge = config.get<ForgeNodeConfig>('forge')!;
+      return {
+        ttlMs: forge.nodeTtlMs,
+        roles: [...(forge.roles.web ? ['web'] : []), ...(forge.roles.writer ? ['writer'] : [])],
+        version: info.version,
+        address: () => info.address,
+        counters: () => info.counters(),
+      };
+    },
+  }),
 ];
 
 @Module({
@@ -86,6 +104,7 @@ export const forgeCoreImports = [
   ],
   controllers: [
     HealthController,
+    NodesController,
     CacheController,
     ReposController,
     IssuesController,

@@ -30,6 +30,8 @@ export interface ForgeNodeConfig {
   writeAckWaitMs: number;
   /** FORGE_WRITE_TIMEOUT_MS: how long a write request waits for its result before a 504 (default 60 s). */
   writeTimeoutMs: number;
+  /** FORGE_NODE_TTL_MS: how long a node that stopped refreshing stays a member (cluster-wide; default 15 s). */
+  nodeTtlMs: number;
   /** Server-Sent Events (GET /api/events); see docs/sse.md. */
   sse: {
     /** FORGE_SSE_HEARTBEAT_MS (default 15 s). */
@@ -95,6 +97,7 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     writePartitions: int('FORGE_WRITE_PARTITIONS', 32, 1)!,
     writeAckWaitMs: int('FORGE_WRITE_ACK_WAIT_MS', 30_000, 1_000)!,
     writeTimeoutMs: int('FORGE_WRITE_TIMEOUT_MS', 60_000, 1_000)!,
+    nodeTtlMs: int('FORGE_NODE_TTL_MS', 15_000, 1_000)!,
     sse: {
       heartbeatMs: int('FORGE_SSE_HEARTBEAT_MS', 15_000, 100)!,
       retryMs: int('FORGE_SSE_RETRY_MS', 2_000, 0)!,

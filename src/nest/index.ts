@@ -3,8 +3,9 @@
  * handlers on the event feed, drain at shutdown, terminus health indicator), one module per
  * capability (ForgeCacheModule + @Cached, SseModule, RepoWritesModule + @RepoWriteHandler), each
  * with `forRoot`/`forRootAsync` and `isGlobal`, and a @nestjs/microservices transport
- * (ForgeBusServer, ForgeBusClient). The core and the capabilities themselves come from
- * `forgebus`, `forgebus/cache`, `forgebus/sse` and `forgebus/repo-writes`.
+ * (ForgeBusServer, ForgeBusClient), and ClusterModule (membership). The core and the capabilities
+ * themselves come from `forgebus`, `forgebus/cache`, `forgebus/sse`, `forgebus/repo-writes` and
+ * `forgebus/cluster`.
  */
 export type { ForgeModuleExtras } from './configurable-module.js';
 
@@ -38,6 +39,9 @@ export {
   type RepoWritesOptionsFactory,
 } from './repo-writes/repo-writes.module-definition.js';
 export { RepoWriteHandler } from './repo-writes/repo-write-handler.decorator.js';
+
+export { ClusterModule } from './cluster/cluster.module.js';
+export { CLUSTER_OPTIONS, type ClusterModuleAsyncOptions, type ClusterModuleOptions, type ClusterOptionsFactory } from './cluster/cluster.module-definition.js';
 
 export { ForgeBusServer, type ForgeBusServerOptions } from './transport/forge-bus.server.js';
 export { ForgeBusClient, type ForgeBusClientOptions } from './transport/forge-bus.client.js';

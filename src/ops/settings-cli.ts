@@ -15,6 +15,7 @@ const SETTABLE: Record<string, 'integer' | 'storage'> = {
   'writes.maxDeliver': 'integer',
   'writes.resultTtlMs': 'integer',
   'writes.failureTtlMs': 'integer',
+  'cluster.nodeTtlMs': 'integer',
 };
 
 function parseCount(value: string): number {

@@ -33,9 +33,9 @@ class MemoryOutboxStore implements OutboxStore {
     this.rows.push({ position: this.nextPosition++, envelope: structuredClone(envelope), recordedAt });
   }
 
-  pending(origin: string, orphanBefore: Date, limit: number): OutboxRow[] {
+  pending(origin: string, orphanBefore: Date, limit: number, liveOrigins: readonly string[] = []): OutboxRow[] {
     return this.rows
-      .filter((r) => r.envelope.origin === origin || r.recordedAt < orphanBefore.getTime())
+      .filter((r) => r.envelope.origin === origin || (r.recordedAt < orphanBefore.getTime() && !liveOrigins.includes(r.envelope.origin)))
       .sort((a, b) => a.position - b.position)
       .slice(0, limit)
       .map((r) => ({ position: r.position, envelope: structuredClone(r.envelope) }));
@@ -189,5 +189,24 @@ describe('outbox relay', () => {
     const later = await storedCopies([youngOther.id]);
     assert.equal(later.length, 1);
     assert.equal(later[0]!.envelope.origin, 'other-live-node');
+  });
+
+  it('does not relay old rows of nodes that are alive (membership): an outage makes no stampede', async () => {
+    const store = new MemoryOutboxStore();
+    const live = new EventFactory(bus.catalog, 'live-node');
+    const dead = new EventFactory(bus.catalog, 'gone-node');
+    const now = Date.now();
+    // After a long outage every node's backlog is "old"; only the dead node's rows are orphans.
+    const liveRows = Array.from({ length: 600 }, (_, i) => live.create(issue(100 + i)));
+    for (const e of liveRows) store.record(e, now - 120_000);
+    const orphan = dead.create(issue(1));
+    store.record(orphan, now - 120_000);
+    const own = bus.events.create(issue(2));
+    store.record(own, now);
+
+    const relay = newRelay(store, { orphanAfterMs: 2_000, batchSize: 100, liveOrigins: () => ['live-node', bus.events.origin] });
+    await relay.flush();
+    assert.deepEqual(store.ids(), liveRows.map((e) => e.id), 'the live node keeps its rows (even with 600 of them ahead of ours)');
+    assert.deepEqual((await storedCopies([orphan.id, own.id])).map((m) => m.envelope.id), [orphan.id, own.id]);
   });
 });

@@ -26,7 +26,7 @@ const CONSUMER_DEPENDENCIES = [
 const CONSUMER_DEV_DEPENDENCIES = ['typescript', '@types/node'];
 
 /** The files a published forgebus may contain: the compiled entries and their modules, docs. */
-const SHIPPED = /^(package\.json|README\.md|LICENSE|dist\/src\/index\.(js|d\.ts)|dist\/src\/(bus|cache|sse|repo-writes|nest)\/.+\.(js|d\.ts))$/;
+const SHIPPED = /^(package\.json|README\.md|LICENSE|dist\/src\/index\.(js|d\.ts)|dist\/src\/(bus|cache|sse|repo-writes|cluster|nest)\/.+\.(js|d\.ts))$/;
 
 interface Run {
   code: number | null;
@@ -124,7 +124,7 @@ describe('the packed package, installed in a fresh project', () => {
     const paths = packed.files.map((f) => f.path);
     const unexpected = paths.filter((p) => !SHIPPED.test(p));
     assert.deepEqual(unexpected, [], 'files a user does not need');
-    for (const entry of ['', 'cache/', 'sse/', 'repo-writes/', 'nest/']) {
+    for (const entry of ['', 'cache/', 'sse/', 'repo-writes/', 'cluster/', 'nest/']) {
       assert.ok(paths.includes(`dist/src/${entry}index.js`) && paths.includes(`dist/src/${entry}index.d.ts`), `entry ${entry || '.'} shipped with types`);
     }
     const installed = readdirSync(join(project, 'node_modules/forgebus/dist/src'));
@@ -151,6 +151,7 @@ describe('the packed package, installed in a fresh project', () => {
       write: { file: string; repo: string };
       invalidPublish: { isForgeBusError: boolean; code: string };
       nestExports: string[];
+      clusterExports: string[];
     };
     assert.deepEqual(report.received, { seq: report.published.seq, id: report.published.id, number: 3 }, 'the feed delivered the published event');
     assert.equal(report.sseStatus, 200);
@@ -160,9 +161,10 @@ describe('the packed package, installed in a fresh project', () => {
     assert.equal(report.loadsAfterEvent, 2, 'the event invalidated the cached read');
     assert.equal(report.write.file, 'README.md', 'the repository write was applied and answered');
     assert.deepEqual(report.invalidPublish, { isForgeBusError: true, code: 'INVALID_EVENT', name: 'InvalidEventError' });
-    for (const name of ['ForgeBusModule', 'OnForgeEvent', 'ForgeCacheModule', 'RepoWritesModule', 'SseModule', 'ForgeBusServer', 'ForgeBusClient']) {
+    for (const name of ['ForgeBusModule', 'OnForgeEvent', 'ForgeCacheModule', 'RepoWritesModule', 'SseModule', 'ClusterModule', 'ForgeBusServer', 'ForgeBusClient']) {
       assert.ok(report.nestExports.includes(name), `forgebus/nest exports ${name}`);
     }
+    assert.ok(report.clusterExports.includes('Membership'), 'forgebus/cluster exports Membership');
   };
 
   it('runs an ES module consumer: event, cache, repository write, SSE stream', scenario('esm-consumer.mjs'));

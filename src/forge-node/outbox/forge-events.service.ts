@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, Optional, type BeforeApplicationShutdown, type OnApplicationBootstrap } from '@nestjs/common';
 import { ForgeBus, OutboxRelay, type EventEnvelope, type EventInput, type ForgeEventPayloads, type KnownEventInput } from '../../index.js';
 import { ForgeCache } from '../../cache/index.js';
+import { Membership } from '../../cluster/index.js';
 import { DATABASE, type Db } from '../db/database.js';
 import { SqliteOutboxStore } from './sqlite-outbox.store.js';
 
@@ -19,9 +20,14 @@ export class ForgeEventsService implements OnApplicationBootstrap, BeforeApplica
     private readonly bus: ForgeBus,
     // A worker-only process has no cache.
     @Optional() private readonly cache?: ForgeCache,
+    @Optional() membership?: Membership,
   ) {
     this.store = new SqliteOutboxStore(db);
-    this.relay = new OutboxRelay(this.store, bus.publisher, bus.events, { logger: new Logger('Outbox') });
+    this.relay = new OutboxRelay(this.store, bus.publisher, bus.events, {
+      logger: new Logger('Outbox'),
+      // Old rows of a live node are that node's to relay: no stampede after an outage.
+      liveOrigins: membership ? () => membership.members().map((m) => m.id) : undefined,
+    });
   }
 
   /**

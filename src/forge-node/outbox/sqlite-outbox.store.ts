@@ -8,8 +8,9 @@ export class SqliteOutboxStore implements OutboxStore {
 
   constructor(private readonly db: Db) {
     this.insert = db.prepare('INSERT INTO outbox (origin, created_at, envelope) VALUES (?, ?, ?)');
+    // Another node's old rows are orphans only when that node is not alive (liveOrigins).
     this.select = db.prepare(
-      'SELECT position, envelope FROM outbox WHERE origin = ? OR created_at < ? ORDER BY position LIMIT ?',
+      'SELECT position, envelope FROM outbox WHERE origin = ? OR (created_at < ? AND origin NOT IN (SELECT value FROM json_each(?))) ORDER BY position LIMIT ?',
     );
   }
 
@@ -17,8 +18,8 @@ export class SqliteOutboxStore implements OutboxStore {
     this.insert.run(envelope.origin, Date.now(), JSON.stringify(envelope));
   }
 
-  pending(origin: string, orphanBefore: Date, limit: number): OutboxRow[] {
-    const rows = this.select.all(origin, orphanBefore.getTime(), limit) as { position: number; envelope: string }[];
+  pending(origin: string, orphanBefore: Date, limit: number, liveOrigins: readonly string[] = []): OutboxRow[] {
+    const rows = this.select.all(origin, orphanBefore.getTime(), JSON.stringify(liveOrigins), limit) as { position: number; envelope: string }[];
     return rows.map((r) => ({ position: r.position, envelope: JSON.parse(r.envelope) as EventEnvelope }));
   }
 

@@ -37,6 +37,7 @@ import {
   ForgeBusHealthIndicator,
   ForgeBusModule,
   ForgeBusServer,
+  ClusterModule,
   ForgeCacheModule,
   OnForgeEvent,
   RepoWriteHandler,
@@ -52,6 +53,7 @@ import {
   type RepoWriteQueueOptions,
 } from 'forgebus/repo-writes';
 import { InvalidLastEventIdError, SseHub, parseLastEventId, type SseAccessPolicy, type SseHubOptions, type SseStreamRequest } from 'forgebus/sse';
+import { Membership, type MemberRecord, type MembershipChange } from 'forgebus/cluster';
 import { IsString, MaxLength } from 'class-validator';
 
 class WikiEdited {
@@ -134,6 +136,13 @@ export async function sdk(): Promise<void> {
   } catch (err) {
     if (err instanceof InvalidEventError) void err.field;
   }
+  const membership = new Membership(bus, { ttlMs: 15_000, roles: ['web'], address: () => 'http://127.0.0.1:3001', counters: () => ({ sseStreams: 0 }) });
+  await membership.start();
+  const members: MemberRecord[] = membership.members();
+  membership.onChange((change: MembershipChange) => (change.type === 'left' ? change.id : change.member.id));
+  void members;
+  await membership.stop();
+
   await queue.stop();
   cache.close();
   await bus.close();
@@ -157,5 +166,6 @@ export const nestModules = [
   ForgeCacheModule.forRoot({ maxEntries: 10 }),
   RepoWritesModule.forRoot({ workers: false }),
   SseModule.forRoot({ policy: 'POLICY' }),
+  ClusterModule.forRoot({ ttlMs: 15_000 }),
 ];
 export const nestTransport = [ForgeBusServer, ForgeBusClient, ForgeBusHealthIndicator];

@@ -1,0 +1,50 @@
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { Injectable, Optional, type OnApplicationBootstrap } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import { ForgeCache } from '../../cache/index.js';
+import { RepoWriteQueue } from '../../repo-writes/index.js';
+import { SseHub } from '../../sse/index.js';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/**
+ * What this node tells the cluster about itself (its membership record): where it serves HTTP,
+ * known once the server listens, and its live figures. A worker-only process has no HTTP server,
+ * SSE hub or cache: those parts are simply absent.
+ */
+@Injectable()
+export class NodeInfo implements OnApplicationBootstrap {
+  readonly version = VERSION;
+  private listeningAt?: string;
+
+  constructor(
+    @Optional() private readonly adapterHost?: HttpAdapterHost,
+    @Optional() private readonly hub?: SseHub,
+    @Optional() private readonly cache?: ForgeCache,
+    @Optional() private readonly queue?: RepoWriteQueue,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    const server = this.adapterHost?.httpAdapter?.getHttpServer() as import('node:http').Server | undefined;
+    server?.once('listening', () => {
+      const address = server.address() as AddressInfo | null;
+      if (address) this.listeningAt = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+    });
+  }
+
+  get address(): string | undefined {
+    return this.listeningAt;
+  }
+
+  counters(): Record<string, number> {
+    const counters: Record<string, number> = {};
+    if (this.hub) counters.sseStreams = this.hub.stats.clients;
+    if (this.cache) {
+      const { hits, misses } = this.cache.stats;
+      counters.cacheHitRate = hits + misses === 0 ? 0 : Math.round((hits / (hits + misses)) * 1000) / 1000;
+    }
+    if (this.queue) counters.writesApplied = this.queue.stats.applied;
+    return counters;
+  }
+}
