@@ -2,7 +2,10 @@ import type { ConfigurableModuleAsyncOptions } from '@nestjs/common';
 import type { MembershipOptions } from '../../cluster/index.js';
 import { forgeModuleDefinition, type ForgeModuleExtras } from '../configurable-module.js';
 
-export type ClusterModuleOptions = MembershipOptions;
+export interface ClusterModuleOptions extends MembershipOptions {
+  /** How long node-control requests wait for an answer (NodeControl, default 2 s). */
+  controlTimeoutMs?: number;
+}
 
 /** A `useClass`/`useExisting` provider for `ClusterModule.forRootAsync`. */
 export interface ClusterOptionsFactory {

@@ -1,31 +1,48 @@
 import { Inject, Injectable, Logger, Module, type BeforeApplicationShutdown, type DynamicModule, type OnApplicationBootstrap, type Provider } from '@nestjs/common';
 import { boolean, checkOptions, ForgeBus, type OptionRules } from '../../bus/index.js';
-import { Membership } from '../../cluster/index.js';
+import { Membership, NodeControl } from '../../cluster/index.js';
 import { MEMBERSHIP_OPTION_RULES } from '../../cluster/membership.js';
+import { NODE_CONTROL_OPTION_RULES } from '../../cluster/node-control.js';
 import { assertOneOptionsSource, type ForgeModuleExtras } from '../configurable-module.js';
 import { CLUSTER_OPTIONS, ConfigurableClusterModule, type ClusterModuleAsyncOptions, type ClusterModuleOptions } from './cluster.module-definition.js';
 
-const MODULE_OPTION_RULES: OptionRules<ClusterModuleOptions & ForgeModuleExtras> = { ...MEMBERSHIP_OPTION_RULES, isGlobal: boolean };
+const MODULE_OPTION_RULES: OptionRules<ClusterModuleOptions & ForgeModuleExtras> = {
+  ...MEMBERSHIP_OPTION_RULES,
+  controlTimeoutMs: NODE_CONTROL_OPTION_RULES.timeoutMs,
+  isGlobal: boolean,
+};
 
 const membershipProvider: Provider = {
   provide: Membership,
   inject: [ForgeBus, CLUSTER_OPTIONS],
-  useFactory: (bus: ForgeBus, options: ClusterModuleOptions) => {
+  useFactory: (bus: ForgeBus, { controlTimeoutMs: _timeout, ...options }: ClusterModuleOptions) => {
     checkOptions('ClusterModule', options, MODULE_OPTION_RULES);
     return new Membership(bus, { logger: new Logger('Membership'), ...options });
   },
 };
 
-/** Joins at bootstrap; leaves (its record deleted at once) before the bus drains. */
+const controlProvider: Provider = {
+  provide: NodeControl,
+  inject: [ForgeBus, Membership, CLUSTER_OPTIONS],
+  useFactory: (bus: ForgeBus, membership: Membership, options: ClusterModuleOptions) =>
+    new NodeControl(bus, membership, { logger: new Logger('NodeControl'), timeoutMs: options.controlTimeoutMs }),
+};
+
+/** Joins and answers control requests from bootstrap; leaves (its record deleted at once) before the bus drains. */
 @Injectable()
-class MembershipLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown {
-  constructor(@Inject(Membership) private readonly membership: Membership) {}
+class ClusterLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  constructor(
+    @Inject(Membership) private readonly membership: Membership,
+    @Inject(NodeControl) private readonly control: NodeControl,
+  ) {}
 
   async onApplicationBootstrap(): Promise<void> {
     await this.membership.start();
+    this.control.start();
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    this.control.stop();
     await this.membership.stop();
   }
 }
@@ -33,14 +50,15 @@ class MembershipLifecycle implements OnApplicationBootstrap, BeforeApplicationSh
 function withMembership(definition: DynamicModule): DynamicModule {
   return {
     ...definition,
-    providers: [...(definition.providers ?? []), membershipProvider, MembershipLifecycle],
-    exports: [Membership, CLUSTER_OPTIONS],
+    providers: [...(definition.providers ?? []), membershipProvider, controlProvider, ClusterLifecycle],
+    exports: [Membership, NodeControl, CLUSTER_OPTIONS],
   };
 }
 
 /**
- * `ClusterModule.forRoot(options)` / `forRootAsync(...)`: this process's cluster Membership (needs
- * ForgeBusModule), joined at bootstrap and left at shutdown. Global by default, like the others.
+ * `ClusterModule.forRoot(options)` / `forRootAsync(...)`: this process's cluster Membership and
+ * NodeControl (needs ForgeBusModule), joined at bootstrap and left at shutdown. Global by default,
+ * like the others.
  */
 @Module({})
 export class ClusterModule extends ConfigurableClusterModule {
