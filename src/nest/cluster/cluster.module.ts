@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, Module, type BeforeApplicationShutdown, type DynamicModule, type OnApplicationBootstrap, type Provider } from '@nestjs/common';
 import { boolean, checkOptions, ForgeBus, type OptionRules } from '../../bus/index.js';
-import { Membership, NodeControl } from '../../cluster/index.js';
+import { Locks, Membership, NodeControl } from '../../cluster/index.js';
 import { MEMBERSHIP_OPTION_RULES } from '../../cluster/membership.js';
 import { NODE_CONTROL_OPTION_RULES } from '../../cluster/node-control.js';
 import { assertOneOptionsSource, type ForgeModuleExtras } from '../configurable-module.js';
@@ -19,6 +19,12 @@ const membershipProvider: Provider = {
     checkOptions('ClusterModule', options, MODULE_OPTION_RULES);
     return new Membership(bus, { logger: new Logger('Membership'), ...options });
   },
+};
+
+const locksProvider: Provider = {
+  provide: Locks,
+  inject: [ForgeBus],
+  useFactory: (bus: ForgeBus) => new Locks(bus, { logger: new Logger('Locks') }),
 };
 
 const controlProvider: Provider = {
@@ -50,8 +56,8 @@ class ClusterLifecycle implements OnApplicationBootstrap, BeforeApplicationShutd
 function withMembership(definition: DynamicModule): DynamicModule {
   return {
     ...definition,
-    providers: [...(definition.providers ?? []), membershipProvider, controlProvider, ClusterLifecycle],
-    exports: [Membership, NodeControl, CLUSTER_OPTIONS],
+    providers: [...(definition.providers ?? []), membershipProvider, controlProvider, locksProvider, ClusterLifecycle],
+    exports: [Membership, NodeControl, Locks, CLUSTER_OPTIONS],
   };
 }
 
