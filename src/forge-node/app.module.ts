@@ -18,6 +18,8 @@ import { JsonBodyMiddleware } from './http/json-body.middleware.js';
 import { NodeInfo } from './nodes/node-info.js';
 import { NodeInfoModule } from './nodes/nodes.module.js';
 import { NodesController } from './nodes/nodes.controller.js';
+import { CronController } from './cron/cron.controller.js';
+import { RepoStatsJob } from './cron/repo-stats.job.js';
 import { IssuesController } from './issues/issues.controller.js';
 import { IssuesService } from './issues/issues.service.js';
 import { ForgeEventsService } from './outbox/forge-events.service.js';
@@ -105,6 +107,7 @@ export const forgeCoreImports = [
   controllers: [
     HealthController,
     NodesController,
+    CronController,
     CacheController,
     ReposController,
     IssuesController,
@@ -124,6 +127,7 @@ export const forgeCoreImports = [
     DbLatency,
     ForgeAccessPolicy,
     GitWriteHandlers,
+    RepoStatsJob,
     ForgeEventsService,
     ReposService,
     IssuesService,

@@ -1,6 +1,17 @@
+import { Cron } from 'croner';
 import { isAbsolute, resolve } from 'node:path';
 
 /** The forge node's configuration, from the environment (see README "Configuration"). */
+/** A cron expression croner accepts (seconds optional), or a start-up error naming the variable. */
+function cronSchedule(value: string): string {
+  try {
+    new Cron(value, { paused: true });
+    return value;
+  } catch (err) {
+    throw new ForgeNodeConfigError(`FORGE_CRON_REPO_STATS must be a cron expression (seconds optional, e.g. "0 */5 * * * *"), got "${value.slice(0, 100)}": ${(err as Error).message}`);
+  }
+}
+
 export interface ForgeNodeConfig {
   port: number;
   host: string;
@@ -32,6 +43,8 @@ export interface ForgeNodeConfig {
   writeTimeoutMs: number;
   /** FORGE_NODE_TTL_MS: how long a node that stopped refreshing stays a member (cluster-wide; default 15 s). */
   nodeTtlMs: number;
+  /** FORGE_CRON_REPO_STATS: schedule of the repo-stats job (cron, seconds optional; default every 5 minutes). */
+  cronRepoStats: string;
   /** Server-Sent Events (GET /api/events); see docs/sse.md. */
   sse: {
     /** FORGE_SSE_HEARTBEAT_MS (default 15 s). */
@@ -98,6 +111,7 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     writeAckWaitMs: int('FORGE_WRITE_ACK_WAIT_MS', 30_000, 1_000)!,
     writeTimeoutMs: int('FORGE_WRITE_TIMEOUT_MS', 60_000, 1_000)!,
     nodeTtlMs: int('FORGE_NODE_TTL_MS', 15_000, 1_000)!,
+    cronRepoStats: cronSchedule(str('FORGE_CRON_REPO_STATS') ?? '0 */5 * * * *'),
     sse: {
       heartbeatMs: int('FORGE_SSE_HEARTBEAT_MS', 15_000, 100)!,
       retryMs: int('FORGE_SSE_RETRY_MS', 2_000, 0)!,

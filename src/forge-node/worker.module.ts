@@ -2,10 +2,11 @@ import { Module } from '@nestjs/common';
 import { configProvider, databaseProvider, forgeCoreImports } from './app.module.js';
 import { GitWriteHandlers } from './git/repo-writes.service.js';
 import { ForgeEventsService } from './outbox/forge-events.service.js';
+import { RepoStatsJob } from './cron/repo-stats.job.js';
 
 /** A worker-only process: applies repository writes (their events go through the outbox), serves no HTTP. */
 @Module({
   imports: [...forgeCoreImports],
-  providers: [configProvider, databaseProvider, ForgeEventsService, GitWriteHandlers],
+  providers: [configProvider, databaseProvider, ForgeEventsService, GitWriteHandlers, RepoStatsJob],
 })
 export class ForgeWorkerModule {}

@@ -41,6 +41,7 @@ export {
 export { RepoWriteHandler } from './repo-writes/repo-write-handler.decorator.js';
 
 export { ClusterModule } from './cluster/cluster.module.js';
+export { ClusterCron, type ClusterCronMetadata } from './cluster/cluster-cron.decorator.js';
 export { CLUSTER_OPTIONS, type ClusterModuleAsyncOptions, type ClusterModuleOptions, type ClusterOptionsFactory } from './cluster/cluster.module-definition.js';
 
 export { ForgeBusServer, type ForgeBusServerOptions } from './transport/forge-bus.server.js';

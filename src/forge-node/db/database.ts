@@ -34,6 +34,15 @@ CREATE TABLE IF NOT EXISTS issues (
   PRIMARY KEY (owner, name, number),
   FOREIGN KEY (owner, name) REFERENCES repos(owner, name) ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS repo_stats (
+  owner TEXT NOT NULL,
+  name TEXT NOT NULL,
+  open_issues INTEGER NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  computed_at TEXT NOT NULL,
+  PRIMARY KEY (owner, name),
+  FOREIGN KEY (owner, name) REFERENCES repos(owner, name) ON DELETE CASCADE
+);
 CREATE TABLE IF NOT EXISTS outbox (
   position INTEGER PRIMARY KEY AUTOINCREMENT,
   origin TEXT NOT NULL,

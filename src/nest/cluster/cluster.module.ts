@@ -1,6 +1,9 @@
 import { Inject, Injectable, Logger, Module, type BeforeApplicationShutdown, type DynamicModule, type OnApplicationBootstrap, type Provider } from '@nestjs/common';
 import { boolean, checkOptions, ForgeBus, type OptionRules } from '../../bus/index.js';
-import { Locks, Membership, NodeControl } from '../../cluster/index.js';
+import { CronScheduler, Locks, Membership, NodeControl } from '../../cluster/index.js';
+import { DiscoveryModule, DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { findDecoratedMethods } from '../decorated-methods.js';
+import { ClusterCronMark } from './cluster-cron.decorator.js';
 import { MEMBERSHIP_OPTION_RULES } from '../../cluster/membership.js';
 import { NODE_CONTROL_OPTION_RULES } from '../../cluster/node-control.js';
 import { assertOneOptionsSource, type ForgeModuleExtras } from '../configurable-module.js';
@@ -27,6 +30,12 @@ const locksProvider: Provider = {
   useFactory: (bus: ForgeBus) => new Locks(bus, { logger: new Logger('Locks') }),
 };
 
+const cronProvider: Provider = {
+  provide: CronScheduler,
+  inject: [ForgeBus, Locks],
+  useFactory: (bus: ForgeBus, locks: Locks) => new CronScheduler(bus, locks, { logger: new Logger('ClusterCron') }),
+};
+
 const controlProvider: Provider = {
   provide: NodeControl,
   inject: [ForgeBus, Membership, CLUSTER_OPTIONS],
@@ -40,14 +49,22 @@ class ClusterLifecycle implements OnApplicationBootstrap, BeforeApplicationShutd
   constructor(
     @Inject(Membership) private readonly membership: Membership,
     @Inject(NodeControl) private readonly control: NodeControl,
+    @Inject(CronScheduler) private readonly cron: CronScheduler,
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
     await this.membership.start();
     this.control.start();
+    for (const { instance, method, metadata } of findDecoratedMethods({ discovery: this.discovery, scanner: this.scanner }, ClusterCronMark)) {
+      this.cron.schedule(metadata.name, metadata.schedule, (ctx) => method.call(instance, ctx), metadata.options);
+    }
+    await this.cron.start();
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    await this.cron.stop();
     this.control.stop();
     await this.membership.stop();
   }
@@ -56,8 +73,9 @@ class ClusterLifecycle implements OnApplicationBootstrap, BeforeApplicationShutd
 function withMembership(definition: DynamicModule): DynamicModule {
   return {
     ...definition,
-    providers: [...(definition.providers ?? []), membershipProvider, controlProvider, locksProvider, ClusterLifecycle],
-    exports: [Membership, NodeControl, Locks, CLUSTER_OPTIONS],
+    imports: [...(definition.imports ?? []), DiscoveryModule],
+    providers: [...(definition.providers ?? []), membershipProvider, controlProvider, locksProvider, cronProvider, ClusterLifecycle],
+    exports: [Membership, NodeControl, Locks, CronScheduler, CLUSTER_OPTIONS],
   };
 }
 
