@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { setImmediate as yieldToIo } from 'node:timers/promises';
 import { jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
@@ -38,6 +39,8 @@ export interface BenchContext {
   window: number;
   /** js.publish calls kept in flight at once (b). */
   jsWindow: number;
+  /** Case f: emits kept in flight at once, one row per window; max_ack_pending of its consumer. */
+  f: { windows: number[]; maxAckPending?: number };
   /** Messages an ordered consumer buffers (same as the SDK feed's default). */
   consumerBuffer: number;
   /** For the CPU columns (read from /proc). */
@@ -295,6 +298,93 @@ export async function caseNest(ctx: BenchContext): Promise<Row[]> {
   return [r];
 }
 
+// ---- f. NestJS JetStream plugin: what a Nest user installs for persisted events ----------------
+
+export const F_PACKAGE = '@nestjs-plugins/nestjs-nats-jetstream-transport';
+/** Case f's stream: FORGE_EVENTS's configuration under another name, so the SDK's feed and the
+ * plugin's consumer never see each other's events while both children are up. */
+export const F_STREAM = 'BENCH_NEST_JS';
+/** The plugin's subject: the SDK's subject under a prefix outside FORGE_EVENTS's subjects. */
+export const F_SUBJECT = `nestjs.${EVENT_SUBJECT}`;
+
+/**
+ * Baseline for d: `@nestjs-plugins/nestjs-nats-jetstream-transport`. The bench process emits with
+ * the plugin's `NatsJetStreamClientProxy` (each `emit()` is a nats.js v2 `js.publish`, acked; its
+ * observable completes with the ack), keeping `window` emits in flight; a child runs the plugin's
+ * `NatsJetStreamServer` (a durable push consumer, explicit acks) with an @EventPattern handler.
+ * One row per window; the same child and consumer serve every window.
+ *
+ * Row f.sdk is case d again (ForgeBus.publish -> bus.on in a child), its rounds interleaved with
+ * the plugin's (run i: one d round, then one round per window), so that the ratio d / plugin is
+ * taken under the same conditions: on this 2-core machine other programs come and go within a
+ * minute, and back-to-back cases were seen to move the ratio between 1.7x and 5.5x.
+ */
+export async function caseNestJetStream(ctx: BenchContext): Promise<Row[]> {
+  const { NatsJetStreamClientProxy } = await import('@nestjs-plugins/nestjs-nats-jetstream-transport');
+  const { lastValueFrom } = await import('rxjs');
+  const version = (createRequire(import.meta.url)(`${F_PACKAGE}/package.json`) as { version: string }).version;
+  const sdkRow = row('f.sdk', `ForgeBus.publish -> bus.on handler in another process (d, interleaved with f's runs)`, ctx.events);
+  const rows = ctx.f.windows.map((w) =>
+    row(`f.${w}`, `nestjs-nats-jetstream-transport ${version}: emit, acked (${w} in flight) -> @EventPattern (durable push consumer)`, ctx.events),
+  );
+  const admin = await connect({ servers: ctx.url, name: 'bench-admin' });
+  const jsm = await jetstreamManager(admin);
+  await resetEventStream(admin);
+  const { config } = await jsm.streams.info(EVENTS_STREAM);
+  try {
+    await jsm.streams.delete(F_STREAM); // with the durable consumer of an earlier run
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+  }
+  await jsm.streams.add({ ...config, name: F_STREAM, subjects: [F_SUBJECT] });
+
+  const extra = [F_SUBJECT, ...(ctx.f.maxAckPending ? [String(ctx.f.maxAckPending)] : [])];
+  let sdkChild: BenchChild | undefined;
+  let nestChild: BenchChild | undefined;
+  let bus: ForgeBus | undefined;
+  const client = new NatsJetStreamClientProxy({ connectionOptions: { servers: ctx.url, name: 'bench-nest-js-pub' } });
+  try {
+    sdkChild = await BenchChild.start('./child-sdk.js', ctx.url);
+    nestChild = await BenchChild.start('./child-nest-jetstream.js', ctx.url, 30_000, extra);
+    bus = await ForgeBus.connect({ nodeId: 'bench-pub', connection: { servers: ctx.url } });
+    Logger.overrideLogger(['error', 'warn']);
+    await client.connect();
+    const [sdk, nest, b] = [sdkChild, nestChild, bus];
+    const sdkRound = (n: number): Promise<Round> =>
+      sdk.round(n, () => windowed(n, ctx.window, () => b.publish(EVENT_INPUT)), roundTimeoutMs(n), ctx.serverPid);
+    const emitAcked = (): Promise<unknown> => lastValueFrom(client.emit(F_SUBJECT, ENVELOPE));
+    const nestRound = (n: number, w: number): Promise<Round> => nest.round(n, () => windowed(n, w, emitAcked), roundTimeoutMs(n), ctx.serverPid);
+
+    const warmWindow = Math.max(...ctx.f.windows);
+    log(`f nest jetstream: warm-up (${ctx.warmup} events each: SDK, then the plugin with ${warmWindow} in flight)`);
+    await sdkRound(ctx.warmup);
+    await nestRound(ctx.warmup, warmWindow);
+    for (let i = 1; i <= ctx.runs; i++) {
+      recordRound(sdkRow, await sdkRound(ctx.events), true, i, 'f: d interleaved');
+      for (const [k, w] of ctx.f.windows.entries()) {
+        recordRound(rows[k]!, await nestRound(ctx.events, w), true, i, `f nest jetstream (${w} in flight)`);
+      }
+    }
+    // What the plugin's consumer looks like on the server, and whether anything was redelivered.
+    for await (const ci of jsm.consumers.list(F_STREAM)) {
+      const c = ci.config;
+      const info =
+        `consumer ${ci.name}: durable ${c.durable_name ? 'yes' : 'no'}, push (deliver_subject ${c.deliver_subject ? 'set' : 'none'}), ` +
+        `ack ${c.ack_policy}, max_ack_pending ${c.max_ack_pending}; after the runs: ack pending ${ci.num_ack_pending}, ` +
+        `redelivered ${ci.num_redelivered}, delivered ${ci.delivered.consumer_seq}`;
+      log(`f nest jetstream: ${info}`);
+      for (const r of rows) r.notes.push(info);
+    }
+  } finally {
+    await client.close().catch(() => undefined);
+    await bus?.close();
+    await nestChild?.stop();
+    await sdkChild?.stop();
+    await admin.close();
+  }
+  return [sdkRow, ...rows];
+}
+
 // ---- diagnostic floors: the same persisted paths written directly on nats.js ------------------
 
 export async function caseFloorPublish(ctx: BenchContext): Promise<Row[]> {
@@ -347,4 +437,5 @@ export const CASES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   d: caseSdkEndToEnd,
   d0: caseFloorEndToEnd,
   e: caseNest,
+  f: caseNestJetStream,
 };

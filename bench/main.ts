@@ -6,6 +6,8 @@
  *   c  ForgeBus.publish acked                                        (target >= 3x b.pub)
  *   d  ForgeBus.publish -> bus.on handler in another process         (target >= 1.5x e)
  *   e  NestJS ClientProxy.emit -> @EventPattern handler in another process (Transport.NATS)
+ *   f  baseline for d: @nestjs-plugins/nestjs-nats-jetstream-transport, emit (acked, JetStream) ->
+ *      @EventPattern handler on its durable push consumer in another process; one row per window
  * and, for the cache (src/cache):
  *   inv   invalidation convergence: publisher's ack -> entry gone on all of 3 cache nodes
  *         (p50/p99/max at 1,000 and 10,000 events/s; goal p99 <= 5 ms at 1,000/s)
@@ -51,6 +53,8 @@ interface Options {
   only: string[];
   window: number;
   jsWindow: number;
+  fWindows: number[];
+  fMaxAckPending?: number;
   json: boolean;
   invRates: number[];
   invSeconds: number;
@@ -61,17 +65,20 @@ interface Options {
 }
 
 function usage(exitCode: number): never {
-  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,c0,d0,inv,read,writes,sse-latency,sse-conns,sse-fanout|sse] [--window W] [--js-window W] [--json]
+  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,f,c0,d0,inv,read,writes,sse-latency,sse-conns,sse-fanout|sse] [--window W] [--js-window W] [--f-windows W1,W2] [--json]
                              [--inv-rates R1,R2] [--inv-seconds S] [--inv-runs R] [--read-seconds S] [--connections N] [--read-db-latency L1,L2]
   --events N     events per measured run (default 100000)
   --runs R       measured runs per case after one warm-up run; the table shows the median (default 5)
   --only LIST    run only these cases: a core NATS, b raw JetStream, c SDK publish, d SDK end to end,
-                 e NestJS transport, c0/d0 diagnostic floors for c/d written directly on nats.js,
+                 e NestJS transport, f NestJS JetStream plugin (baseline for d), c0/d0 diagnostic floors for c/d written directly on nats.js,
                  inv cache invalidation convergence on 3 nodes, read cached vs uncached issue reads over HTTP,
                  writes repository write queue vs a per-repository KV lock,
                  sse-latency, sse-conns, sse-fanout (or sse: all three) the SSE gateway (settings: bench/case-sse.ts)
-  --window W     SDK publishes kept in flight by the bench in c, d, c0, d0 (default 4096, the SDK's maxInFlight)
+  --window W     SDK publishes kept in flight by the bench in c, d, f.sdk, c0, d0 (default 4096, the SDK's maxInFlight)
   --js-window W  js.publish calls kept in flight in b (default 256, its best setting here: 64..4096 tried)
+  --f-windows L  f: emits kept in flight, one row each, and row f.sdk (d's path, interleaved);
+                 the table ends with f.sdk / the best window (default 16,64,256; 1 and 1024 were slower)
+  --f-max-ack-pending N  f: max_ack_pending of the plugin's consumer (default: not set, the server's default)
   --inv-rates L  inv: publish rates in events/s (default 1000,10000)
   --inv-seconds S  inv: seconds per run (default 5)
   --inv-runs R   inv: runs per rate, after a 1 s warm-up (default 3)
@@ -90,6 +97,7 @@ function parseArgs(argv: string[]): Options {
     only: Object.keys(CASES),
     window: 4096,
     jsWindow: 256,
+    fWindows: [16, 64, 256],
     json: false,
     invRates: [1_000, 10_000],
     invSeconds: 5,
@@ -142,6 +150,12 @@ function parseArgs(argv: string[]): Options {
         o.only = Object.keys(CASES).filter((c) => list.includes(c));
         break;
       }
+      case '--f-windows':
+        o.fWindows = ints(flag, value(), 1);
+        break;
+      case '--f-max-ack-pending':
+        o.fMaxAckPending = int(flag, value(), 1);
+        break;
       case '--json':
         o.json = true;
         break;
@@ -178,6 +192,7 @@ function parseArgs(argv: string[]): Options {
 // ---- the report ------------------------------------------------------------------------------
 
 interface Comparison {
+  /** A row id, or a prefix ending in '*' (case f has one row per window). */
   row: string;
   against: string;
   target?: number;
@@ -191,6 +206,7 @@ const COMPARISONS: Comparison[] = [
   { row: 'c', against: 'b.pub', target: 3 },
   { row: 'd', against: 'e', target: 1.5 },
   { row: 'e', against: 'a' },
+  { row: 'f.*', against: 'e' },
   { row: 'c0', against: 'b.pub' },
   { row: 'd0', against: 'e' },
 ];
@@ -218,16 +234,44 @@ function medianOf(values: (number | undefined)[]): number | null {
   return v.length ? median(v) : null;
 }
 
+function comparisonOf(id: string): Comparison {
+  return COMPARISONS.find((c) => c.row === id || (c.row.endsWith('*') && id.startsWith(c.row.slice(0, -1))))!;
+}
+
+/**
+ * The SDK's end-to-end path (d) against the best window of f (the NestJS JetStream plugin): f.sdk,
+ * d's rounds interleaved with f's, or else case d of the same run.
+ */
+interface Baseline {
+  case: string;
+  against: string;
+  /** Ratio of the medians. */
+  ratio: number;
+  /** Ratio within each measured run (f.sdk only: run i of both, taken minutes apart at most). */
+  perRun: number[];
+}
+
+function baselines(rs: Result[], rows: Row[]): Baseline[] {
+  const d = rs.find((r) => r.case === 'f.sdk' && r.eventsPerSecond !== null) ?? rs.find((r) => r.case === 'd' && r.eventsPerSecond !== null);
+  const f = rs
+    .filter((r) => r.case.startsWith('f.') && r.case !== 'f.sdk' && r.eventsPerSecond !== null)
+    .sort((x, y) => y.eventsPerSecond! - x.eventsPerSecond!)[0];
+  if (!d || !f) return [];
+  const dRates = rows.find((r) => r.id === d.case)!.rates;
+  const fRates = rows.find((r) => r.id === f.case)!.rates;
+  const paired = d.case === 'f.sdk' && dRates.length === fRates.length && d.incomplete.length === 0 && f.incomplete.length === 0;
+  return [{ case: d.case, against: f.case, ratio: d.eventsPerSecond! / f.eventsPerSecond!, perRun: paired ? dRates.map((x, i) => x / fRates[i]!) : [] }];
+}
+
 function results(rows: Row[]): Result[] {
   const byId = new Map(rows.map((r) => [r.id, r]));
   const med = (id: string): number | null => {
     const r = byId.get(id);
     return r && r.rates.length > 0 ? median(r.rates) : null;
   };
-  const order = COMPARISONS.map((c) => c.row);
-  const sorted = [...rows].sort((x, y) => order.indexOf(x.id) - order.indexOf(y.id));
+  const sorted = [...rows].sort((x, y) => COMPARISONS.indexOf(comparisonOf(x.id)) - COMPARISONS.indexOf(comparisonOf(y.id)));
   return sorted.map((r) => {
-    const cmp = COMPARISONS.find((c) => c.row === r.id)!;
+    const cmp = comparisonOf(r.id);
     const mine = med(r.id);
     const base = med(cmp.against);
     const ratio = mine !== null && base !== null ? mine / base : null;
@@ -266,7 +310,7 @@ function printEnvironment(environment: Record<string, unknown>, extra?: string):
   );
 }
 
-function printTable(rs: Result[], o: Options, environment: Record<string, unknown>): void {
+function printTable(rs: Result[], bs: Baseline[], o: Options, environment: Record<string, unknown>): void {
   const header = ['case', 'what', 'events x runs', 'events/s (median)', 'min .. max', 'ratio', 'target'];
   const lines = rs.map((r) => [
     r.case,
@@ -284,6 +328,10 @@ function printTable(rs: Result[], o: Options, environment: Record<string, unknow
   console.log(`|${widths.map((w, i) => (i >= 2 && i <= 4 ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`);
   for (const l of lines) console.log(fmt(l));
   for (const r of rs) for (const inc of r.incomplete) console.log(`  ${r.case}: incomplete ${inc}`);
+  for (const b of bs) {
+    const perRun = b.perRun.length ? `; run by run ${b.perRun.map((x) => `${x.toFixed(2)}x`).join(', ')}` : '';
+    console.log(`${b.case} / ${b.against} (the NestJS JetStream plugin's best window, same run): ${b.ratio.toFixed(2)}x${perRun}`);
+  }
 
   // Where the CPU went: which process is the bottleneck (100% = one core busy).
   const pct = (v: number | null): string => (v === null ? '-' : `${Math.round(v)}%`);
@@ -368,6 +416,7 @@ async function main(): Promise<number> {
       warmup: Math.max(1_000, Math.min(20_000, Math.round(o.events / 10))),
       window: o.window,
       jsWindow: o.jsWindow,
+      f: { windows: o.fWindows, maxAckPending: o.fMaxAckPending },
       consumerBuffer: 1024,
       serverPid: server.process.pid,
       inv: { rates: o.invRates, seconds: o.invSeconds, runs: o.invRuns },
@@ -391,17 +440,18 @@ async function main(): Promise<number> {
       seconds: Math.round((Date.now() - started) / 100) / 10,
     };
     const rs = results(rows);
+    const bs = baselines(rs, rows);
     const reports: Report[] = ctx.reports;
     if (o.json) {
       console.log(
         JSON.stringify(
-          { environment, options: o, event: JSON.parse(ENVELOPE_JSON), results: rs, cache: Object.fromEntries(reports.map((r) => [r.id, r.data])) },
+          { environment, options: o, event: JSON.parse(ENVELOPE_JSON), results: rs, baselines: bs, cache: Object.fromEntries(reports.map((r) => [r.id, r.data])) },
           null,
           2,
         ),
       );
     } else {
-      if (rs.length > 0) printTable(rs, o, environment);
+      if (rs.length > 0) printTable(rs, bs, o, environment);
       else printEnvironment(environment);
       for (const r of reports) printReport(r);
       console.log(`(cases ran in ${environment.seconds} s)`);
