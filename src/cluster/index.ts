@@ -25,3 +25,17 @@ export {
   type CronOutcome,
   type CronRun,
 } from './cron.js';
+export {
+  TaskRegistry,
+  TASKS_BUCKET,
+  TaskNotFoundError,
+  TaskFinishedError,
+  TaskCancelTimeoutError,
+  TaskRegistryClosedError,
+  type TaskRecord,
+  type TaskState,
+  type TaskContext,
+  type StartTaskOptions,
+  type TaskRecoveryHandler,
+  type TaskRegistryOptions,
+} from './tasks.js';

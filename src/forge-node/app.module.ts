@@ -26,6 +26,10 @@ import { ForgeEventsService } from './outbox/forge-events.service.js';
 import { ReposController } from './repos/repos.controller.js';
 import { ReposService } from './repos/repos.service.js';
 import { WebController } from './web/web.controller.js';
+import { MigrateController } from './migrate/migrate.controller.js';
+import { MigrationCleanup } from './migrate/migration-cleanup.js';
+import { MigrationsService } from './migrate/migrations.service.js';
+import { TasksController } from './tasks/tasks.controller.js';
 
 /** Configuration, the bus and the repository write queue: shared by web nodes and workers. */
 export const configProvider = {
@@ -115,6 +119,8 @@ export const forgeCoreImports = [
     WritesController,
     EventsController,
     WebController,
+    MigrateController,
+    TasksController,
   ],
   providers: [
     configProvider,
@@ -131,6 +137,8 @@ export const forgeCoreImports = [
     ForgeEventsService,
     ReposService,
     IssuesService,
+    MigrationCleanup,
+    MigrationsService,
   ],
 })
 export class ForgeNodeModule implements NestModule {

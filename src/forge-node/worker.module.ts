@@ -3,10 +3,11 @@ import { configProvider, databaseProvider, forgeCoreImports } from './app.module
 import { GitWriteHandlers } from './git/repo-writes.service.js';
 import { ForgeEventsService } from './outbox/forge-events.service.js';
 import { RepoStatsJob } from './cron/repo-stats.job.js';
+import { MigrationCleanup } from './migrate/migration-cleanup.js';
 
 /** A worker-only process: applies repository writes (their events go through the outbox), serves no HTTP. */
 @Module({
   imports: [...forgeCoreImports],
-  providers: [configProvider, databaseProvider, ForgeEventsService, GitWriteHandlers, RepoStatsJob],
+  providers: [configProvider, databaseProvider, ForgeEventsService, GitWriteHandlers, RepoStatsJob, MigrationCleanup],
 })
 export class ForgeWorkerModule {}

@@ -5,6 +5,7 @@ import { RepoWriteHandler } from '../../nest/index.js';
 import { PermanentWriteError, type RepoWriteContext } from '../../repo-writes/index.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';
+import { isMigrating } from '../migrate/marker.js';
 import { repoPath } from './bare-repos.js';
 import { commitFile, createRef, deleteRef, GitCommandError, resolveRef, type CommitResult } from './git-writes.js';
 
@@ -42,6 +43,7 @@ export class GitWriteHandlers {
   private repoDir(ctx: RepoWriteContext): string {
     const dir = repoPath(this.config.dataDir, ctx.repo.owner, ctx.repo.name);
     if (!existsSync(dir)) throw new PermanentWriteError(`repository ${ctx.repo.owner}/${ctx.repo.name} does not exist (deleted?)`, 404);
+    if (isMigrating(dir)) throw new PermanentWriteError(`repository ${ctx.repo.owner}/${ctx.repo.name} is being migrated: writes are refused until the migration ends`, 409);
     return dir;
   }
 

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, Module, type BeforeApplicationShutdown, type DynamicModule, type OnApplicationBootstrap, type Provider } from '@nestjs/common';
 import { boolean, checkOptions, ForgeBus, type OptionRules } from '../../bus/index.js';
-import { CronScheduler, Locks, Membership, NodeControl } from '../../cluster/index.js';
+import { CronScheduler, Locks, Membership, NodeControl, TaskRegistry } from '../../cluster/index.js';
 import { DiscoveryModule, DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { findDecoratedMethods } from '../decorated-methods.js';
 import { ClusterCronMark } from './cluster-cron.decorator.js';
@@ -43,6 +43,13 @@ const controlProvider: Provider = {
     new NodeControl(bus, membership, { logger: new Logger('NodeControl'), timeoutMs: options.controlTimeoutMs }),
 };
 
+// Tasks: registered with NodeControl when built (its `tasks.cancel` verb), opened at bootstrap.
+const tasksProvider: Provider = {
+  provide: TaskRegistry,
+  inject: [ForgeBus, Membership, NodeControl],
+  useFactory: (bus: ForgeBus, membership: Membership, control: NodeControl) => new TaskRegistry(bus, membership, control, { logger: new Logger('Tasks') }),
+};
+
 /** Joins and answers control requests from bootstrap; leaves (its record deleted at once) before the bus drains. */
 @Injectable()
 class ClusterLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -50,12 +57,14 @@ class ClusterLifecycle implements OnApplicationBootstrap, BeforeApplicationShutd
     @Inject(Membership) private readonly membership: Membership,
     @Inject(NodeControl) private readonly control: NodeControl,
     @Inject(CronScheduler) private readonly cron: CronScheduler,
+    @Inject(TaskRegistry) private readonly tasks: TaskRegistry,
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
     await this.membership.start();
+    await this.tasks.open();
     this.control.start();
     for (const { instance, method, metadata } of findDecoratedMethods({ discovery: this.discovery, scanner: this.scanner }, ClusterCronMark)) {
       this.cron.schedule(metadata.name, metadata.schedule, (ctx) => method.call(instance, ctx), metadata.options);
@@ -65,6 +74,8 @@ class ClusterLifecycle implements OnApplicationBootstrap, BeforeApplicationShutd
 
   async beforeApplicationShutdown(): Promise<void> {
     await this.cron.stop();
+    // Tasks still running here are aborted and recorded failed before this node stops answering.
+    await this.tasks.close();
     this.control.stop();
     await this.membership.stop();
   }
@@ -74,8 +85,8 @@ function withMembership(definition: DynamicModule): DynamicModule {
   return {
     ...definition,
     imports: [...(definition.imports ?? []), DiscoveryModule],
-    providers: [...(definition.providers ?? []), membershipProvider, controlProvider, locksProvider, cronProvider, ClusterLifecycle],
-    exports: [Membership, NodeControl, Locks, CronScheduler, CLUSTER_OPTIONS],
+    providers: [...(definition.providers ?? []), membershipProvider, controlProvider, locksProvider, cronProvider, tasksProvider, ClusterLifecycle],
+    exports: [Membership, NodeControl, Locks, CronScheduler, TaskRegistry, CLUSTER_OPTIONS],
   };
 }
 
