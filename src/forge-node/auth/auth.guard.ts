@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import {
   createParamDecorator,
   Inject,
@@ -45,34 +46,53 @@ export class AuthGuard implements CanActivate {
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC, [context.getHandler(), context.getClass()])) return true;
     const request = context.switchToHttp().getRequest<AuthedRequest>();
     const browser = this.reflector.getAllAndOverride<boolean>(BROWSER_TOKENS, [context.getHandler(), context.getClass()]);
-    const token = this.tokenOf(request, browser === true);
-    try {
-      request.user = await verifyUserToken(this.config.secret, token);
-      request.token = token;
-    } catch (err) {
-      if (err instanceof TokenError) throw new UnauthorizedException(err.message);
-      throw err;
-    }
+    const token = tokenOfRequest(request, browser === true);
+    request.user = await userOfToken(this.config.secret, token);
+    request.token = token;
     return true;
   }
+}
 
-  private tokenOf(request: Request, browser: boolean): string {
-    const header = request.headers.authorization;
-    if (header) {
-      const match = /^Bearer\s+(\S+)$/i.exec(header);
-      if (!match) throw new UnauthorizedException('Authorization header must be "Bearer <token>"');
-      return match[1]!;
-    }
-    if (browser) {
-      const query = request.query.access_token;
-      if (typeof query === 'string' && query !== '') return query;
-      const cookie = request.headers.cookie ? parseCookies(request.headers.cookie)[SESSION_COOKIE] : undefined;
-      if (cookie) return cookie;
-      throw new UnauthorizedException(
-        'no token: send "Authorization: Bearer <token>", the access_token query parameter, or sign in on the web page (cookie)',
-      );
-    }
-    throw new UnauthorizedException('missing Authorization header: send "Authorization: Bearer <token>"');
+/**
+ * What a request carries its token in. Express's Request has it; so has a plain node:http request
+ * with its query string parsed the way Express parses it (node:querystring).
+ */
+export interface TokenCarrier {
+  headers: IncomingHttpHeaders;
+  query: Record<string, unknown>;
+}
+
+/**
+ * The request's token, by the rules above (also used by the plain `GET /api/events` listener,
+ * which runs ahead of Nest): the Authorization header, else, for `browser` routes, the
+ * `access_token` query parameter or the session cookie; 401 saying what to send.
+ */
+export function tokenOfRequest(request: TokenCarrier, browser: boolean): string {
+  const header = request.headers.authorization;
+  if (header) {
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!match) throw new UnauthorizedException('Authorization header must be "Bearer <token>"');
+    return match[1]!;
+  }
+  if (browser) {
+    const query = request.query.access_token;
+    if (typeof query === 'string' && query !== '') return query;
+    const cookie = request.headers.cookie ? parseCookies(request.headers.cookie)[SESSION_COOKIE] : undefined;
+    if (cookie) return cookie;
+    throw new UnauthorizedException(
+      'no token: send "Authorization: Bearer <token>", the access_token query parameter, or sign in on the web page (cookie)',
+    );
+  }
+  throw new UnauthorizedException('missing Authorization header: send "Authorization: Bearer <token>"');
+}
+
+/** The user a token names; 401 with the reason when it is not valid. */
+export async function userOfToken(secret: string, token: string): Promise<string> {
+  try {
+    return await verifyUserToken(secret, token);
+  } catch (err) {
+    if (err instanceof TokenError) throw new UnauthorizedException(err.message);
+    throw err;
   }
 }
 
