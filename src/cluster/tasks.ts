@@ -141,6 +141,11 @@ export class TaskRegistry {
   private readonly logger: BusLogger;
   private readonly errorLog: RateLimitedLog;
   private readonly running = new Map<string, Running>();
+
+  /** Tasks running in this process now (for the membership record's counters). */
+  get runningHere(): number {
+    return this.running.size;
+  }
   /** Final records of tasks started here, kept a minute after they settle (for settled()). */
   private readonly outcomes = new Map<string, Promise<TaskRecord>>();
   private readonly recoveryHandlers = new Map<string, TaskRecoveryHandler>();

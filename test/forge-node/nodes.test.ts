@@ -38,6 +38,7 @@ describe('GET /api/nodes: the live members of the cluster', () => {
       ['n3', nodes[2]!.url, 'web,writer'],
     ]);
     assert.equal(typeof members[0]!.counters.sseStreams, 'number');
+    assert.equal(members[0]!.counters.runningTasks, 0, 'running tasks are counted');
     assert.equal((await apiClient(nodes[0]!.url)('GET', '/api/nodes')).status, 401, 'signed-in users only');
 
     await nodes[1]!.stop();

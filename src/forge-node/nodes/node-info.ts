@@ -3,6 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { Injectable, Optional, type OnApplicationBootstrap } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { ForgeCache } from '../../cache/index.js';
+import { TaskRegistry } from '../../cluster/index.js';
+import { ModuleRef } from '@nestjs/core';
 import { RepoWriteQueue } from '../../repo-writes/index.js';
 import { SseHub } from '../../sse/index.js';
 
@@ -23,6 +25,8 @@ export class NodeInfo implements OnApplicationBootstrap {
     @Optional() private readonly hub?: SseHub,
     @Optional() private readonly cache?: ForgeCache,
     @Optional() private readonly queue?: RepoWriteQueue,
+    // TaskRegistry comes from ClusterModule, which is built from this class: looked up lazily.
+    @Optional() private readonly moduleRef?: ModuleRef,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -45,6 +49,16 @@ export class NodeInfo implements OnApplicationBootstrap {
       counters.cacheHitRate = hits + misses === 0 ? 0 : Math.round((hits / (hits + misses)) * 1000) / 1000;
     }
     if (this.queue) counters.writesApplied = this.queue.stats.applied;
+    const tasks = this.tasks();
+    if (tasks) counters.runningTasks = tasks.runningHere;
     return counters;
+  }
+
+  private tasks(): TaskRegistry | undefined {
+    try {
+      return this.moduleRef?.get(TaskRegistry, { strict: false });
+    } catch {
+      return undefined;
+    }
   }
 }
