@@ -59,6 +59,8 @@ export interface FeedStats {
   resets: number;
   /** Times the consumer stopped moving while the stream had more, and was re-opened. */
   stalls: number;
+  /** Times the consumer skipped events the stream still held, and was re-opened before them. */
+  rewinds: number;
 }
 
 export interface EventFeedOptions {
@@ -95,7 +97,7 @@ interface Registration {
  * feed notices when the stream could not give it that sequence and reports a gap.
  */
 export class EventFeed {
-  readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0, resets: 0, stalls: 0 };
+  readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0, resets: 0, stalls: 0, rewinds: 0 };
   private readonly registrations: Registration[] = [];
   private readonly gapListeners = new Set<(gap: FeedGap) => void>();
   private readonly resetListeners = new Set<(reset: FeedReset) => void>();
@@ -235,8 +237,14 @@ export class EventFeed {
 
   private async run(): Promise<void> {
     while (!this.stopping) {
+      let rewind = false;
       try {
         for await (const msg of this.messages!) {
+          // The common case (the next sequence) costs no await here: this loop is the hot path.
+          if (this.positioned && msg.seq > this.stats.lastSeq + 1 && (await this.skippedHeldEvents(msg.seq))) {
+            rewind = true;
+            break;
+          }
           const pending = this.process(msg);
           if (pending) await pending;
         }
@@ -244,6 +252,16 @@ export class EventFeed {
         if (!this.stopping) this.logger.error(`event feed consumer failed: ${(err as Error).message}`);
       }
       if (this.stopping || this.nc.isClosed()) return;
+      if (rewind) {
+        // Re-read from the first event we did not process: the stream still has it.
+        await this.messages?.close().catch(() => undefined);
+        try {
+          this.messages = await this.open(this.stats.lastSeq + 1);
+          continue;
+        } catch (err) {
+          this.logger.error(`event feed cannot re-open at ${this.stats.lastSeq + 1}: ${(err as Error).message}; retrying`);
+        }
+      }
       const reset = this.pendingReset;
       if (reset) {
         this.pendingReset = undefined;
@@ -261,6 +279,25 @@ export class EventFeed {
         this.logger.error(`event feed cannot re-open: ${(err as Error).message}; retrying`);
       }
     }
+  }
+
+  /**
+   * True when `seq` skips events the stream still holds. nats.js's ordered consumer re-creates
+   * itself at the sequence after the last one it *received*, which can be ahead of the last one we
+   * *processed* (seen after a server restart under load): those events are not lost, only
+   * dropped from its buffer, and must be read again rather than reported as a gap.
+   */
+  private async skippedHeldEvents(seq: number): Promise<boolean> {
+    const next = this.stats.lastSeq + 1;
+    try {
+      const now = await streamIdentity(this.nc, this.stream);
+      if (!now || now.created !== this.current || now.firstSeq > next) return false;
+    } catch {
+      return false;
+    }
+    this.stats.rewinds++;
+    this.logger.warn(`event feed: its consumer skipped sequences ${next}..${seq - 1}, which the stream still holds: reading them again`);
+    return true;
   }
 
   /** Continues at the first event of a re-created stream, after telling the reset listeners. */

@@ -139,6 +139,37 @@ describe('event feed', () => {
     assert.ok(drops.length >= 1 && drops.length < total / 10, `rate-limited malformed log (${drops.length} lines)`);
   });
 
+  it('re-reads events its consumer skipped while the stream still holds them (no gap, no loss)', async () => {
+    const bus = await newBus('rewind', { logger: silentLogger });
+    const received: number[] = [];
+    bus.on('*', (e) => {
+      received.push(e.seq);
+    });
+    await bus.start();
+    const first = await bus.publishEnvelope(bus.events.create(issueCreated(1)));
+    await eventually(() => received.includes(first.seq), 5_000, 'the first event');
+    // Make the next consumer start 5 sequences too far, once: what nats.js's ordered consumer
+    // does when it re-creates itself after the last message it buffered, not the last we processed.
+    const feed = bus.feed as unknown as { open(seq: number): Promise<unknown>; messages: { close(): Promise<void> } };
+    const open = feed.open.bind(feed);
+    let skip = true;
+    feed.open = (seq: number) => {
+      const start = skip ? seq + 5 : seq;
+      skip = false;
+      return open(start);
+    };
+    // The consumer ends; while the feed waits to re-open it (a second), events are stored; the
+    // server would start a consumer beyond the stream's end at its end, so they must exist first.
+    await feed.messages.close();
+    const later: number[] = [];
+    for (let n = 2; n <= 12; n++) later.push((await bus.publishEnvelope(bus.events.create(issueCreated(n)))).seq);
+    assert.equal(skip, true, 'published before the feed re-opened');
+    await eventually(() => received.includes(later.at(-1)!), 10_000, 'the last event');
+    assert.deepEqual(received, [first.seq, ...later], 'every event once, in order');
+    assert.equal(bus.feed.stats.rewinds, 1);
+    assert.equal(bus.feed.stats.gaps, 0, 'not reported as lost');
+  });
+
   it('selects handlers by type pattern and by repository / user filter', async () => {
     const bus = await newBus('patterns');
     const got: Record<string, string[]> = {};

@@ -208,6 +208,11 @@ describe('chaos: faults one after another against a live 3-node cluster under lo
       .map((m) => String(m.seq));
     const received = stream.events.slice(resetAt + 1).filter((e) => e.type !== 'reset' && seqOf(e.id) <= last).map((e) => String(seqOf(e.id)));
     assert.ok(after.length > 0);
+    if (JSON.stringify(received) !== JSON.stringify(expected)) {
+      const feeds = await Promise.all(apis().map(async (api) => (await api('GET', '/api/bus/stats')).body.feed));
+      const tail = stream.frames.slice(-6).map((f) => ({ id: f.id, event: f.event, data: f.data?.slice(0, 120) }));
+      console.log(`# chaos diagnostics: feeds ${JSON.stringify(feeds)}; browser tail ${JSON.stringify(tail)}; node 3 said:\n${nodes[2]!.output.filter((l) => /WARN|ERROR/.test(l) && !/malformed|outbox relay/.test(l)).slice(-20).join('\n')}`);
+    }
     assert.deepEqual(received, expected, 'exactly the events of the new stream, in order, once each');
 
     for (const node of nodes) assert.equal((await fetch(`${node.url}/health`)).status, 200, `${node.id} healthy at the end`);
