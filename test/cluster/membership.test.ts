@@ -1,27 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { ForgeBus, SettingsDriftError, silentLogger } from '../../src/bus/index.js';
 import { Membership, type MembershipChange } from '../../src/cluster/index.js';
+import { startClusterMember } from '../support/cluster-member.js';
 import { eventually, startTestNats, type TestNats } from '../support/nats.js';
 
 const TTL_MS = 2_000;
-const MEMBER = fileURLToPath(new URL('../fixtures/cluster-member.js', import.meta.url));
-
-function startMember(natsUrl: string, id: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [MEMBER], { env: { ...process.env, NATS_URL: natsUrl, NODE_ID: id, NODE_TTL_MS: String(TTL_MS) }, stdio: ['pipe', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${id} did not join in 15 s`)), 15_000);
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (line !== 'joined') return;
-      clearTimeout(timer);
-      resolve(child);
-    });
-    child.once('exit', (code) => reject(new Error(`${id} exited with ${code}`)));
-  });
-}
+const startMember = (natsUrl: string, id: string) => startClusterMember(natsUrl, id, TTL_MS);
 
 const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
 
