@@ -65,6 +65,7 @@ export { OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats, type Outbo
 
 // Settings every node of a cluster must agree on (recorded by the first node).
 export { SETTINGS_BUCKET, SettingsDriftError, type ClusterSetting, type SettingValue } from './bus/cluster-settings.js';
+export { ReplicasUnavailableError, type ReplicasOption } from './bus/replication.js';
 
 // Errors: every error forgebus throws derives from ForgeBusError and has a stable `code`.
 export {

@@ -9,9 +9,10 @@ import { CONNECTION_OPTION_RULES } from './connection.js';
 import { EventFeed, FEED_OPTION_RULES, type EventFeedOptions, type EventHandler, type FeedSubscription } from './feed.js';
 import { consoleLogger, RateLimitedLog, type BusLogger } from './logger.js';
 import type { EventFilter, TypePattern } from './patterns.js';
-import { arrayOf, boolean, checkOptions, logger, matching, nested, type OptionRule, type OptionRules } from './options.js';
+import { anyOf, arrayOf, boolean, checkOptions, integer, logger, matching, nested, oneOf, type OptionRule, type OptionRules } from './options.js';
+import { agreeOnReplicas, MAX_REPLICAS, openBucket, type ReplicasOption } from './replication.js';
 import { EventPublisher, PUBLISHER_OPTION_RULES, type PublishAck, type PublisherOptions } from './publisher.js';
-import { agreeOnSettings } from './cluster-settings.js';
+import { agreeOnSettings, SETTINGS_BUCKET } from './cluster-settings.js';
 import { ensureEventStream, eventStreamSettings, STREAM_OPTION_RULES, type EventStreamOptions, type ProvisionResult } from './streams.js';
 
 export interface ForgeBusOptions {
@@ -20,7 +21,13 @@ export interface ForgeBusOptions {
   /** Where and how to connect; `name` defaults to `forge-node:<nodeId>`. */
   connection?: Omit<BusConnectionOptions, 'name'> & { name?: string };
   /** FORGE_EVENTS settings; provisioned at connect unless `provisionStream` is false. */
-  stream?: EventStreamOptions;
+  stream?: Omit<EventStreamOptions, 'replicas'>;
+  /**
+   * Copies JetStream keeps of every forgebus stream, bucket and durable consumer: a number
+   * (1-5), or `auto` (default): min(3, servers in the NATS cluster), never below what the cluster
+   * recorded. Agreed cluster-wide in FORGE_SETTINGS (see agreeOnReplicas).
+   */
+  replicas?: ReplicasOption;
   provisionStream?: boolean;
   /**
    * Refuse to start when the stream limits differ from the ones the cluster recorded (default
@@ -52,11 +59,13 @@ const nodeId = matching(/^[A-Za-z0-9_-]{1,64}$/, '1-64 characters of [A-Za-z0-9_
 const eventDefinition: OptionRule = (value) =>
   typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' ? undefined : 'an event definition';
 const { stream: _feedStream, logger: _feedLogger, ...feedRules } = FEED_OPTION_RULES;
+const { replicas: _streamReplicas, ...streamRules } = STREAM_OPTION_RULES;
 
 export const FORGE_BUS_OPTION_RULES: OptionRules<ForgeBusOptions> = {
   nodeId,
   connection: nested(CONNECTION_OPTION_RULES),
-  stream: nested(STREAM_OPTION_RULES),
+  stream: nested(streamRules),
+  replicas: anyOf(oneOf('auto'), integer(1, MAX_REPLICAS)),
   provisionStream: boolean,
   checkSettings: boolean,
   events: arrayOf(eventDefinition, 'an array of event definitions made with defineEvent(...)'),
@@ -86,6 +95,8 @@ export class ForgeBus {
     readonly nodeId: string,
     readonly streamName: string,
     readonly provisioned: ProvisionResult | undefined,
+    /** The cluster's agreed replica count: what every capability creates its streams and buckets with. */
+    readonly replicas: number,
     private readonly link: ConnectionState,
     options: ForgeBusOptions,
   ) {
@@ -100,7 +111,7 @@ export class ForgeBus {
       this.events,
       { ...options.feed, stream: streamName, logger: options.logger ?? consoleLogger },
       // A deleted stream is provisioned again, as at connect (unless this process must not).
-      () => (options.provisionStream === false ? Promise.resolve() : ensureEventStream(nc, options.stream)),
+      () => (options.provisionStream === false ? Promise.resolve() : ensureEventStream(nc, { ...options.stream, replicas })),
     );
   }
 
@@ -126,12 +137,17 @@ export class ForgeBus {
     );
     try {
       let provisioned: ProvisionResult | undefined;
+      const agreeing = options.provisionStream !== false && options.checkSettings !== false;
+      const replicas = await agreeOnReplicas(nc, options.replicas ?? 'auto', { record: agreeing });
       if (options.provisionStream !== false) {
         // Before provisioning: a node with other limits must not change the cluster's stream.
-        if (options.checkSettings !== false) await agreeOnSettings(nc, eventStreamSettings(options.stream));
-        provisioned = await ensureEventStream(nc, options.stream);
+        if (agreeing) {
+          await openBucket(nc, SETTINGS_BUCKET, replicas, { history: 1 });
+          await agreeOnSettings(nc, eventStreamSettings(options.stream));
+        }
+        provisioned = await ensureEventStream(nc, { ...options.stream, replicas });
       }
-      bus = new ForgeBus(nc, catalog, options.nodeId, options.stream?.name ?? 'FORGE_EVENTS', provisioned, link, options);
+      bus = new ForgeBus(nc, catalog, options.nodeId, options.stream?.name ?? 'FORGE_EVENTS', provisioned, replicas, link, options);
       return bus;
     } catch (err) {
       await nc.close();

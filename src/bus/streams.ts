@@ -11,6 +11,7 @@ import {
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { ClusterSetting, SettingValue } from './cluster-settings.js';
 import { StreamConfigConflictError } from './errors.js';
+import { placementError, waitForLeader } from './replication.js';
 import { integer, matching, millis, oneOf, type OptionRules } from './options.js';
 import { EVENT_STREAM_SUBJECTS } from './subjects.js';
 
@@ -28,7 +29,7 @@ export interface EventStreamOptions {
    * that is shorter: NATS refuses a duplicate window longer than the max age).
    */
   duplicateWindowMs?: number;
-  /** Replicas in a clustered JetStream (default 1). */
+  /** Copies kept in a clustered JetStream (default 1; ForgeBus passes the cluster's agreed count). */
   replicas?: number;
   /** Storage kind (default file). Cannot be changed on an existing stream. */
   storage?: 'file' | 'memory';
@@ -103,8 +104,12 @@ export async function ensureStream(jsm: JetStreamManager, want: StreamConfig): P
   } catch (err) {
     if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
     try {
-      return { action: 'created', config: (await jsm.streams.add(want)).config };
+      const created = (await jsm.streams.add(want)).config;
+      await waitForLeader(jsm, want.name);
+      return { action: 'created', config: created };
     } catch (addErr) {
+      const unplaced = placementError(addErr, want.name, want.num_replicas);
+      if (unplaced) throw unplaced;
       // Another node created it between our info and add: compare with what it made.
       have = (await jsm.streams.info(want.name).catch(() => {
         throw addErr;
@@ -123,8 +128,11 @@ export async function ensureStream(jsm: JetStreamManager, want: StreamConfig): P
   if (changes.length === 0) return { action: 'unchanged', config: have };
   try {
     const updated = await jsm.streams.update(want.name, { ...have, ...want });
+    await waitForLeader(jsm, want.name);
     return { action: 'updated', config: updated.config };
   } catch (err) {
+    const unplaced = placementError(err, want.name, want.num_replicas);
+    if (unplaced) throw unplaced;
     throw new StreamConfigConflictError(
       want.name,
       changes.map((c) => c.field),
@@ -146,7 +154,6 @@ export function eventStreamSettings(options: EventStreamOptions = {}): ClusterSe
     setting('maxAgeMs', Number(config.max_age) / 1e6),
     setting('maxBytes', config.max_bytes),
     setting('duplicateWindowMs', Number(config.duplicate_window) / 1e6),
-    setting('replicas', config.num_replicas),
     setting('storage', options.storage ?? EVENT_STREAM_DEFAULTS.storage),
   ];
 }

@@ -1,5 +1,5 @@
 import { DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type StreamConfig } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import { type KV } from '@nats-io/kv';
 import { Cron } from 'croner';
 import {
   checkOptions,
@@ -14,6 +14,7 @@ import {
   type BusLogger,
   type ForgeBus,
   type OptionRules,
+  openBucket,
 } from '../bus/index.js';
 import { LockTimeoutError, type Locks } from './locks.js';
 import { ServerClock } from './server-clock.js';
@@ -124,9 +125,8 @@ export class CronScheduler {
 
   async start(): Promise<void> {
     if (this.running) return;
-    const kvm = new Kvm(this.bus.nc);
-    this.claims = await kvm.create(CRON_CLAIMS_BUCKET, { ttl: CLAIM_TTL_MS, history: 1 });
-    await ensureStream(await jetstreamManager(this.bus.nc), runsStreamConfig());
+    this.claims = await openBucket(this.bus.nc, CRON_CLAIMS_BUCKET, this.bus.replicas, { ttl: CLAIM_TTL_MS, history: 1 });
+    await ensureStream(await jetstreamManager(this.bus.nc), runsStreamConfig(this.bus.replicas));
     this.clock = new ServerClock(this.claims, `clock.${encodeToken(this.bus.nodeId)}`);
     await this.clock.measure();
     this.running = true;
@@ -251,13 +251,13 @@ export class CronScheduler {
 
 const runSubject = (job: string) => `forge.cron.run.${encodeToken(job)}`;
 
-function runsStreamConfig(): StreamConfig {
+function runsStreamConfig(replicas: number): StreamConfig {
   return {
     name: CRON_RUNS_STREAM,
     subjects: ['forge.cron.run.>'],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     max_msgs_per_subject: 2_000,
-    num_replicas: 1,
+    num_replicas: replicas,
   } as StreamConfig;
 }

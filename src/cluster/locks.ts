@@ -1,4 +1,4 @@
-import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
+import { type KV, type KvEntry } from '@nats-io/kv';
 import {
   checkOptions,
   consoleLogger,
@@ -9,6 +9,7 @@ import {
   type BusLogger,
   type ForgeBus,
   type OptionRules,
+  openBucket,
 } from '../bus/index.js';
 
 /** KV bucket of the cluster's locks: one key per lock. */
@@ -138,7 +139,7 @@ export class Locks {
   }
 
   private bucket(): Promise<KV> {
-    this.kv ??= new Kvm(this.bus.nc).create(LOCKS_BUCKET, { history: 1 });
+    this.kv ??= openBucket(this.bus.nc, LOCKS_BUCKET, this.bus.replicas, { history: 1 });
     return this.kv;
   }
 

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
+import { type KV, type KvWatchEntry } from '@nats-io/kv';
 import type { QueuedIterator } from '@nats-io/transport-node';
 import {
   agreeOnSettings,
@@ -15,6 +15,7 @@ import {
   type BusLogger,
   type ForgeBus,
   type OptionRules,
+  openBucket,
 } from '../bus/index.js';
 
 /** KV bucket of the live members: one key per node id, expiring with the bucket's TTL. */
@@ -111,7 +112,7 @@ export class Membership {
     await agreeOnSettings(this.bus.nc, [
       { name: 'cluster.nodeTtlMs', value: this.ttlMs, change: 'record it with `npm run settings -- set cluster.nodeTtlMs <ms>`, then restart the nodes with it' },
     ]);
-    this.kv = await new Kvm(this.bus.nc).create(MEMBERS_BUCKET, { ttl: this.ttlMs, history: 1 });
+    this.kv = await openBucket(this.bus.nc, MEMBERS_BUCKET, this.bus.replicas, { ttl: this.ttlMs, history: 1 });
     await this.refresh();
     await this.openWatch();
     this.bus.onStatus((status) => {

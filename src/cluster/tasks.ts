@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
+import { type KV, type KvEntry } from '@nats-io/kv';
 import {
   boolean,
   checkOptions,
@@ -11,6 +11,7 @@ import {
   type BusLogger,
   type ForgeBus,
   type OptionRules,
+  openBucket,
 } from '../bus/index.js';
 import type { Membership } from './membership.js';
 import { NodeControlError, NodeControlTimeoutError, UnknownNodeError, type NodeControl } from './node-control.js';
@@ -173,7 +174,7 @@ export class TaskRegistry {
   /** Opens the bucket and follows departures (call after membership.start()). */
   async open(): Promise<void> {
     if (this.kv) return;
-    this.kv = await new Kvm(this.bus.nc).create(TASKS_BUCKET, { history: 1 });
+    this.kv = await openBucket(this.bus.nc, TASKS_BUCKET, this.bus.replicas, { history: 1 });
     await this.recoverEarlierSelf();
     if (this.options.followDepartures === false) return;
     this.unsubscribe = this.membership.onChange((change) => {

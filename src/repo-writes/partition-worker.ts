@@ -1,6 +1,6 @@
 import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { ensureStream, type BusLogger, type RateLimitedLog } from '../bus/index.js';
+import { ensureStream, FAILOVER_PULL, type BusLogger, type RateLimitedLog } from '../bus/index.js';
 import { partitionConsumerName, WRITES_STREAM } from './partitions.js';
 import { ensurePartitionConsumer, writesStreamConfig, type WriteQueueProvisioning } from './provisioning.js';
 
@@ -49,7 +49,7 @@ export class PartitionWorker {
         const consumer = await jetstream(this.nc).consumers.get(WRITES_STREAM, partitionConsumerName(this.partition));
         // One at a time is all the server hands out anyway (max_ack_pending = 1). A deleted
         // consumer or stream ends the iterator, so that it is re-created below, not waited for.
-        this.messages = await consumer.consume({ max_messages: 1, abort_on_missing_resource: true });
+        this.messages = await consumer.consume({ max_messages: 1, abort_on_missing_resource: true, ...FAILOVER_PULL });
         for await (const msg of this.messages) {
           failures = 0;
           await this.apply(msg);
@@ -71,7 +71,7 @@ export class PartitionWorker {
   private async recreate(): Promise<void> {
     try {
       const jsm = await jetstreamManager(this.nc);
-      await ensureStream(jsm, writesStreamConfig());
+      await ensureStream(jsm, writesStreamConfig(this.provisioning.replicas));
       await ensurePartitionConsumer(jsm, this.partition, this.provisioning);
     } catch (err) {
       this.logger.warn(`write worker of partition ${this.partition} could not re-create its consumer yet: ${(err as Error).message}`);

@@ -9,6 +9,8 @@ export interface WriteQueueProvisioning {
   ackWaitMs: number;
   /** Deliveries of one write before it is reported failed (default 5). */
   maxDeliver: number;
+  /** Copies of the stream (and so of its consumers): the cluster's agreed count. */
+  replicas: number;
 }
 
 const CHANGE_PARTITIONS =
@@ -16,7 +18,7 @@ const CHANGE_PARTITIONS =
 const CHANGE_LIMIT = 'record it with `npm run settings -- set <setting> <value>`, then restart the nodes with it (docs/operations.md)';
 
 /** The write queue settings every node must agree on. */
-export function writeQueueSettings(o: WriteQueueProvisioning & { resultTtlMs: number; failureTtlMs: number }): ClusterSetting[] {
+export function writeQueueSettings(o: Omit<WriteQueueProvisioning, "replicas"> & { resultTtlMs: number; failureTtlMs: number }): ClusterSetting[] {
   return [
     { name: 'writes.partitions', value: o.partitions, change: CHANGE_PARTITIONS },
     { name: 'writes.ackWaitMs', value: o.ackWaitMs, change: CHANGE_LIMIT },
@@ -35,14 +37,14 @@ export async function ensureBucketTtl(nc: NatsConnection, bucket: string, ttlMs:
   if (info.config.max_age !== nanos(ttlMs)) await jsm.streams.update(stream, { ...info.config, max_age: nanos(ttlMs) });
 }
 
-export function writesStreamConfig(): StreamConfig {
+export function writesStreamConfig(replicas: number): StreamConfig {
   return {
     name: WRITES_STREAM,
     subjects: [`${WRITE_SUBJECT_ROOT}.>`],
     retention: RetentionPolicy.Workqueue,
     storage: StorageType.File,
     duplicate_window: nanos(2 * 60 * 1000),
-    num_replicas: 1,
+    num_replicas: replicas,
   } as StreamConfig;
 }
 
@@ -53,7 +55,7 @@ export function writesStreamConfig(): StreamConfig {
  */
 export async function ensureWriteQueue(nc: NatsConnection, options: WriteQueueProvisioning): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  await ensureStream(jsm, writesStreamConfig());
+  await ensureStream(jsm, writesStreamConfig(options.replicas));
   await Promise.all(Array.from({ length: options.partitions }, (_, partition) => ensurePartitionConsumer(jsm, partition, options)));
 }
 

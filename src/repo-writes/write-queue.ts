@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { jetstreamManager, type JsMsg } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import { createInbox, type Msg, type Subscription } from '@nats-io/transport-node';
-import { agreeOnSettings, checkOptions, consoleLogger, EventPublisher, ForgeBusConfigError, ForgeBusError, integer, logger, millis, nonEmptyString, type OptionRules, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
+import { agreeOnSettings, checkOptions, openBucket, retryTransient, consoleLogger, EventPublisher, ForgeBusConfigError, ForgeBusError, integer, logger, millis, nonEmptyString, type OptionRules, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
 import { PartitionWorker } from './partition-worker.js';
 import { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError, WriteTooLargeError } from './errors.js';
 import { DEFAULT_PARTITIONS, partitionConsumerName, partitionOf, writeSubject, WRITES_STREAM } from './partitions.js';
@@ -110,8 +110,10 @@ export interface RepoWriteQueueStats {
   partitions: Record<number, PartitionStats>;
 }
 
-const RESULTS_BUCKET = 'FORGE_WRITE_RESULTS';
-const FAILURES_BUCKET = 'FORGE_WRITE_FAILURES';
+export const RESULTS_BUCKET = 'FORGE_WRITE_RESULTS';
+/** How long an outcome's record is retried while its bucket has no leader. */
+const RECORD_BUDGET_MS = 30_000;
+export const FAILURES_BUCKET = 'FORGE_WRITE_FAILURES';
 const decoder = new TextDecoder();
 
 /**
@@ -166,10 +168,9 @@ export class RepoWriteQueue {
   async init(): Promise<void> {
     // Before provisioning: a node with another partition count must not touch the consumers.
     await agreeOnSettings(this.bus.nc, writeQueueSettings({ partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver, resultTtlMs: this.resultTtlMs, failureTtlMs: this.failureTtlMs }));
-    await ensureWriteQueue(this.bus.nc, { partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver });
-    const kvm = new Kvm(this.bus.nc);
-    this.results = await kvm.create(RESULTS_BUCKET, { ttl: this.resultTtlMs });
-    this.failures = await kvm.create(FAILURES_BUCKET, { history: 1, ttl: this.failureTtlMs });
+    await ensureWriteQueue(this.bus.nc, { partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver, replicas: this.bus.replicas });
+    this.results = await openBucket(this.bus.nc, RESULTS_BUCKET, this.bus.replicas, { ttl: this.resultTtlMs });
+    this.failures = await openBucket(this.bus.nc, FAILURES_BUCKET, this.bus.replicas, { history: 1, ttl: this.failureTtlMs });
     // NATS keeps an existing bucket's TTL: apply a deliberate change (npm run settings -- set).
     await ensureBucketTtl(this.bus.nc, RESULTS_BUCKET, this.resultTtlMs);
     await ensureBucketTtl(this.bus.nc, FAILURES_BUCKET, this.failureTtlMs);
@@ -260,7 +261,7 @@ export class RepoWriteQueue {
   /** Starts pulling from every partition; this process then applies writes. */
   async startWorkers(): Promise<void> {
     if (this.workers.length > 0) return;
-    const provisioning = { partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver };
+    const provisioning = { partitions: this.partitions, ackWaitMs: this.ackWaitMs, maxDeliver: this.maxDeliver, replicas: this.bus.replicas };
     for (let partition = 0; partition < this.partitions; partition++) {
       const worker = new PartitionWorker(this.bus.nc, partition, provisioning, (msg) => this.apply(partition, msg), this.logger, this.errorLog);
       this.workers.push(worker);
@@ -371,8 +372,11 @@ export class RepoWriteQueue {
 
   /** Records the outcome (before the ack: that is what makes a redelivery harmless), answers, acks. */
   private async finish(msg: JsMsg, write: WriteMessage, outcome: Outcome): Promise<void> {
+    // A bucket electing a leader (its server died) answers nothing for seconds: wait it out, the
+    // write held (working) rather than re-applied.
+    const record = <T>(put: () => Promise<T>) => retryTransient(put, RECORD_BUDGET_MS, () => msg.working());
     try {
-      await this.results!.put(write.id, JSON.stringify(outcome));
+      await record(() => this.results!.put(write.id, JSON.stringify(outcome)));
       // Permanent failures (conflicts, bad requests) are the submitter's business; the others
       // (a handler that keeps failing, no handler) are recorded for operators.
       if (!outcome.ok && outcome.status === undefined) {
@@ -385,7 +389,7 @@ export class RepoWriteQueue {
           deliveries: outcome.deliveries,
           failedAt: new Date().toISOString(),
         };
-        await this.failures!.put(write.id, JSON.stringify(failure));
+        await record(() => this.failures!.put(write.id, JSON.stringify(failure)));
         this.logger.warn(`repository write ${write.id} (${write.operation} on ${write.repo.owner}/${write.repo.name}) failed for good: ${outcome.error}`);
       }
     } catch (err) {

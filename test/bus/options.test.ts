@@ -42,6 +42,8 @@ async function optionError(make: () => unknown): Promise<InvalidOptionError> {
   assert.fail('the options were accepted');
 }
 
+const { replicas: _replicas, ...withoutReplicas } = STREAM_OPTION_RULES;
+
 describe('options of every public constructor are checked', () => {
   let nats: TestNats;
   let bus: ForgeBus;
@@ -58,7 +60,8 @@ describe('options of every public constructor are checked', () => {
   const constructors: { owner: string; rules: OptionRules<object>; make: (options: object) => unknown; prefix?: string }[] = [
     { owner: 'ForgeBus.connect', rules: FORGE_BUS_OPTION_RULES, make: (o) => ForgeBus.connect({ nodeId: 'x', ...o }) },
     { owner: 'ForgeBus.connect', prefix: 'connection.', rules: CONNECTION_OPTION_RULES, make: (o) => ForgeBus.connect({ nodeId: 'x', connection: o }) },
-    { owner: 'ForgeBus.connect', prefix: 'stream.', rules: STREAM_OPTION_RULES, make: (o) => ForgeBus.connect({ nodeId: 'x', stream: o }) },
+    // Replicas are the bus's (`replicas`, for every stream and bucket), not the event stream's own.
+    { owner: 'ForgeBus.connect', prefix: 'stream.', rules: withoutReplicas, make: (o) => ForgeBus.connect({ nodeId: 'x', stream: o }) },
     { owner: 'ForgeBus.connect', prefix: 'publisher.', rules: PUBLISHER_OPTION_RULES, make: (o) => ForgeBus.connect({ nodeId: 'x', publisher: o }) },
     { owner: 'ForgeBus.connect', prefix: 'feed.', rules: without(FEED_OPTION_RULES, 'stream', 'logger'), make: (o) => ForgeBus.connect({ nodeId: 'x', feed: o }) },
     { owner: 'TaggedCache', rules: TAGGED_CACHE_OPTION_RULES, make: (o) => new TaggedCache(o) },
@@ -93,7 +96,7 @@ describe('options of every public constructor are checked', () => {
       ['ForgeBus.connect', () => ForgeBus.connect({ nodeId: 'x', publisher: { maxInFlight: 0 } }), 'publisher.maxInFlight', /is 0; it must be an integer from 1 to 1,000,000/],
       ['ForgeBus.connect', () => ForgeBus.connect({ nodeId: 'x', publisher: { ackTimeoutMs: 1.5 } }), 'publisher.ackTimeoutMs', /is 1\.5; it must be an integer from 1 to/],
       ['ForgeBus.connect', () => ForgeBus.connect({ nodeId: 'x', stream: { storage: 'disk' as 'file' } }), 'stream.storage', /is "disk"; it must be one of "file", "memory"/],
-      ['ForgeBus.connect', () => ForgeBus.connect({ nodeId: 'x', stream: { replicas: 7 } }), 'stream.replicas', /from 1 to 5/],
+      ['ForgeBus.connect', () => ForgeBus.connect({ nodeId: 'x', replicas: 7 }), 'replicas', /"auto", or an integer from 1 to 5/],
       ['ForgeBus.connect', () => ForgeBus.connect({ nodeId: 'x', connection: { servers: [''] } }), 'connection.servers', /a non-empty string, or an array of server URLs/],
       ['ForgeBus.connect', () => ForgeBus.connect({ nodeId: 'x', feed: { bufferMessages: 0 } }), 'feed.bufferMessages', /from 1 to/],
       ['ForgeBus.connect', () => ForgeBus.connect({ nodeId: 'bad id' }), 'nodeId', /is "bad id"; it must be 1-64 characters of \[A-Za-z0-9_-\]/],
@@ -127,7 +130,8 @@ describe('options of every public constructor are checked', () => {
     const other = await ForgeBus.connect({
       nodeId: 'options-2',
       connection: { servers: [nats.url], reconnectDelayMs: 100, maxReconnectDelayMs: 1_000, waitOnFirstConnect: false, onStatus: () => undefined },
-      stream: { maxAgeMs: 0, maxBytes: -1, duplicateWindowMs: 120_000, replicas: 1, storage: 'file' },
+      stream: { maxAgeMs: 0, maxBytes: -1, duplicateWindowMs: 120_000, storage: 'file' },
+      replicas: 'auto',
       provisionStream: false,
       publisher: { maxInFlight: 1, ackTimeoutMs: 2_000, maxAttempts: 1 },
       feed: { bufferMessages: 1 },

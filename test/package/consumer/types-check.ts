@@ -21,6 +21,7 @@ import {
   IssueDeletedEvent,
   OutboxRelay,
   parseEventSubject,
+  ReplicasUnavailableError,
   silentLogger,
   type BusLogger,
   type DeliveredEvent,
@@ -31,6 +32,7 @@ import {
   type OutboxStore,
   type PublishedEvent,
   type RepoRef,
+  type ReplicasOption,
 } from 'forgebus';
 import {
   ForgeBusClient,
@@ -61,11 +63,23 @@ class WikiEdited {
 }
 const wikiEdited = defineEvent({ type: 'wiki.edited', version: 1, scope: 'repo', payload: WikiEdited });
 
-const options: ForgeBusOptions = { nodeId: 'types', connection: { servers: 'nats://127.0.0.1:4222' }, events: [wikiEdited], logger: silentLogger };
+const replicas: ReplicasOption = 'auto';
+const options: ForgeBusOptions = {
+  nodeId: 'types',
+  connection: { servers: 'nats://127.0.0.1:4222', user: 'forge-node', pass: 'secret', tls: { caFile: '/etc/nats/ca.pem' } },
+  replicas,
+  events: [wikiEdited],
+  logger: silentLogger,
+};
 const repo: RepoRef = { owner: 'acme', name: 'web' };
 
 export async function sdk(): Promise<void> {
-  const bus = await ForgeBus.connect(options);
+  const bus = await ForgeBus.connect(options).catch((err: unknown) => {
+    if (err instanceof ReplicasUnavailableError) console.error(err.code, err.replicas, err.servers);
+    throw err;
+  });
+  const copies: number = bus.replicas;
+  void copies;
   // A single built-in type gives the handler its payload type.
   bus.on('issue.deleted', ({ seq, envelope }) => {
     const n: number = envelope.payload.number;
