@@ -11,9 +11,14 @@ import { compileMatcher, type EventFilter, type EventMatcher, type TypePattern }
 import { EVENTS_STREAM } from './streams.js';
 import { streamIdentity, StreamWatch, type StreamIdentity } from './stream-watch.js';
 import { recordOnce } from './cluster-settings.js';
+import { FAILOVER_PULL } from './pull-liveness.js';
 
 /** FORGE_SETTINGS key of the creation time of the event stream the cluster first saw. */
 const ORIGINAL_STREAM_KEY = 'events.originalCreated';
+/** Pause before re-opening a consumer that ended on its own; doubles while re-opening fails. */
+const REOPEN_MIN_MS = 250;
+const REOPEN_MAX_MS = 2_000;
+const OPEN_TIMEOUT_MS = 2_000;
 
 export type EventHandler = (event: DeliveredEvent) => unknown;
 
@@ -111,6 +116,7 @@ export class EventFeed {
   private readonly malformedLog: RateLimitedLog;
   private readonly handlerErrorLog: RateLimitedLog;
   private messages?: ConsumerMessages;
+  private connectionStatus?: AsyncIterable<unknown>;
   private loop?: Promise<void>;
   private stopping = false;
   /** Set by start(): stats.lastSeq is then a known position (startSeq - 1), even when it is 0. */
@@ -218,28 +224,74 @@ export class EventFeed {
     this.messages = await this.open(startSeq);
     this.watch.start(identity);
     this.loop = this.run();
+    void this.followConnection();
+  }
+
+  /**
+   * After a reconnect the feed's ephemeral consumer may have lived on the server that went away:
+   * re-open it from the next sequence at once instead of waiting for nats.js to find out (it
+   * pauses its heartbeat check while disconnected, then probes with backoff: seen taking 13 s).
+   */
+  private async followConnection(): Promise<void> {
+    const status = (this.connectionStatus = this.nc.status());
+    try {
+      for await (const s of status) {
+        if (this.stopping) return;
+        if (s.type === 'reconnect') void this.messages?.close().catch(() => undefined);
+      }
+    } catch {
+      // the connection closed
+    }
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
     this.watch.stop();
+    (this.connectionStatus as { stop?: () => void } | undefined)?.stop?.();
     await this.messages?.close().catch(() => undefined);
     await this.loop;
   }
 
   private async open(startSeq: number): Promise<ConsumerMessages> {
-    const consumer = await jetstream(this.nc).consumers.get(this.stream, {
+    // A short API timeout: while the cluster elects a leader no creation is answered, and the run
+    // loop's next attempt comes sooner than a 5 s timeout would allow.
+    const consumer = await jetstream(this.nc, { timeout: OPEN_TIMEOUT_MS }).consumers.get(this.stream, {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: startSeq,
     });
-    return consumer.consume({ max_messages: this.options.bufferMessages ?? 1024 });
+    const messages = await consumer.consume({ max_messages: this.options.bufferMessages ?? 1024, ...FAILOVER_PULL });
+    void this.followHeartbeats(messages);
+    return messages;
+  }
+
+  /**
+   * Two missed heartbeats: the server that held this ephemeral consumer is gone (or it was
+   * deleted). nats.js would re-create it on its own, but backs off up to 5 s between attempts
+   * that fail while the stream elects a leader; a fresh consumer, opened by the run loop, is
+   * tried at once and then every few hundred milliseconds.
+   */
+  private async followHeartbeats(messages: ConsumerMessages): Promise<void> {
+    try {
+      for await (const status of messages.status()) {
+        if (status.type !== 'heartbeats_missed' || status.count < 2 || this.stopping) continue;
+        this.stats.stalls++;
+        this.logger.warn(`event feed: no heartbeat from its consumer for ${status.count} s (its server is gone?): re-opening it at ${this.stats.lastSeq + 1}`);
+        await messages.close().catch(() => undefined);
+        return;
+      }
+    } catch {
+      // the iterator closed: nothing to follow
+    }
   }
 
   private async run(): Promise<void> {
+    let reopenDelayMs = REOPEN_MIN_MS;
     while (!this.stopping) {
       let rewind = false;
       try {
-        for await (const msg of this.messages!) {
+        // Undefined after a failed re-open: straight to the next attempt below.
+        for await (const msg of this.messages ?? []) {
+          reopenDelayMs = REOPEN_MIN_MS;
           // The common case (the next sequence) costs no await here: this loop is the hot path.
           if (this.positioned && msg.seq > this.stats.lastSeq + 1 && (await this.skippedHeldEvents(msg.seq))) {
             rewind = true;
@@ -255,6 +307,7 @@ export class EventFeed {
       if (rewind) {
         // Re-read from the first event we did not process: the stream still has it.
         await this.messages?.close().catch(() => undefined);
+        this.messages = undefined;
         try {
           this.messages = await this.open(this.stats.lastSeq + 1);
           continue;
@@ -268,10 +321,13 @@ export class EventFeed {
         await this.restartOn(reset.now, reset.before);
         continue;
       }
-      // The ordered consumer ended without being asked to (stream deleted and re-created, …):
-      // open a new one where we left off, after a pause so a persistent fault does not spin.
-      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      // The ordered consumer ended without being asked to (its server died, the stream was
+      // deleted, …): open a new one where we left off, after a pause that grows while it keeps
+      // failing, so a persistent fault does not spin.
+      await new Promise((resolve) => setTimeout(resolve, reopenDelayMs));
+      reopenDelayMs = Math.min(REOPEN_MAX_MS, reopenDelayMs * 2);
       if (this.stopping) return;
+      this.messages = undefined;
       try {
         this.messages = await this.open(this.stats.lastSeq + 1);
         this.logger.warn(`event feed re-opened at sequence ${this.stats.lastSeq + 1}`);
@@ -315,6 +371,7 @@ export class EventFeed {
       `event feed restarts at sequence ${reset.position + 1} of the re-created stream ${this.stream} (it had processed ${reset.lastSeqBefore} of the old one)`,
     );
     this.notify(this.resetListeners, reset, 'reset');
+    this.messages = undefined;
     try {
       this.messages = await this.open(reset.position + 1);
     } catch (err) {

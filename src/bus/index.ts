@@ -124,6 +124,23 @@ export {
   type EventStreamOptions,
   type ProvisionResult,
 } from './streams.js';
+export { FAILOVER_PULL } from './pull-liveness.js';
+export { isTransientNatsError, retryTransient } from './transient.js';
+export {
+  agreeOnReplicas,
+  forgebusStreams,
+  MAX_AUTO_REPLICAS,
+  MAX_REPLICAS,
+  openBucket,
+  placementError,
+  REPLICAS_SETTING,
+  ReplicasUnavailableError,
+  rescaleCluster,
+  scaleStream,
+  visibleServers,
+  waitForLeader,
+  type ReplicasOption,
+} from './replication.js';
 export {
   streamIdentity,
   StreamWatch,

@@ -52,6 +52,11 @@ interface Pending {
   deadline: number;
   /** Publish order, so that re-sends after a reconnect go out in the original order. */
   order: number;
+  /**
+   * Until when "no stream answered" is taken for a stream leader election in progress (re-sent)
+   * rather than for a missing stream (failed): the publish's whole budget of attempts.
+   */
+  electionUntil?: number;
   resolve: (ack: PublishAck) => void;
   reject: (err: Error) => void;
 }
@@ -75,14 +80,22 @@ export interface PublisherStats {
   /** Publishes refused because maxWaiting publishes already waited for room. */
   refusedFull: number;
   /**
+   * Attempts answered "no stream answered" (no responders, or JetStream's 503) and sent again: a
+   * replicated stream electing a new leader after a server loss answers nothing for seconds.
+   */
+  leaderWaits: number;
+  /**
    * Events the stream stored after an event this publisher published later (an attempt lost in
    * a failover, then re-sent): each is logged. Consumers see them out of publish order.
    */
   reordered: number;
 }
 
+/** Delay before an unanswered attempt is sent again (the sweeper's tick rounds it up). */
+const LEADER_RETRY_MS = 100;
+
 export class EventPublisher {
-  readonly stats: PublisherStats = { resends: 0, reordered: 0, refusedFull: 0 };
+  readonly stats: PublisherStats = { resends: 0, reordered: 0, refusedFull: 0, leaderWaits: 0 };
   /** Publish order and stream sequence of the latest-published event acknowledged so far. */
   private newestAck = { order: -1, seq: 0 };
   private readonly stream: string;
@@ -237,8 +250,13 @@ export class EventPublisher {
     const entry = this.settle(token);
     if (!entry) return; // a late ack of an attempt we already re-sent
     if (msg.headers?.code === 503) {
+      if (this.waitForLeader(token, entry)) return;
       entry.reject(
-        new PublishError(entry.subject, `no JetStream stream captures ${entry.subject}: provision the ${this.stream} stream (ForgeBus.connect does it at start)`),
+        new PublishError(
+          entry.subject,
+          `no JetStream stream captures ${entry.subject} (nothing answered for ${this.maxAttempts * this.ackTimeoutMs} ms): provision the ${this.stream} stream ` +
+            '(ForgeBus.connect does it at start), or, in a NATS cluster, check that most servers of the stream are up (/jsz?streams=true)',
+        ),
       );
       return;
     }
@@ -249,6 +267,7 @@ export class EventPublisher {
       entry.reject(new PublishError(entry.subject, `unreadable JetStream ack for ${entry.subject}`));
       return;
     }
+    if (ack.error?.code === 503 && this.waitForLeader(token, entry)) return;
     if (ack.error || typeof ack.seq !== 'number') {
       const description = ack.error?.description ?? 'no sequence in ack';
       entry.reject(new PublishError(entry.subject, `JetStream refused the event on ${entry.subject}: ${description} (err_code ${ack.error?.err_code ?? '?'})`));
@@ -256,6 +275,22 @@ export class EventPublisher {
     }
     this.checkOrder(entry, ack.seq, ack.duplicate === true);
     entry.resolve({ seq: ack.seq, duplicate: ack.duplicate === true });
+  }
+
+  /**
+   * Sends again a little later an attempt nobody answered, within the publish's budget: while a
+   * stream elects a leader (its last one's server died) no server answers for a few seconds, and
+   * that must not fail the publish. Not counted as an attempt; false once the budget is spent.
+   */
+  private waitForLeader(token: string, entry: Pending): boolean {
+    const now = Date.now();
+    entry.electionUntil ??= now + this.maxAttempts * this.ackTimeoutMs;
+    if (now >= entry.electionUntil || this.closed) return false;
+    this.stats.leaderWaits++;
+    entry.attempts--;
+    entry.deadline = now + LEADER_RETRY_MS;
+    this.pending.set(token, entry);
+    return true;
   }
 
   /** Says so when an event was stored after one this publisher published later. */
