@@ -27,7 +27,7 @@ describe('docker-compose.yml', () => {
     assert.deepEqual(configs.map((c) => c.port), [3001, 3002, 3003]);
     assert.equal(new Set(configs.map((c) => c.dataDir)).size, 1);
     assert.equal(new Set(configs.map((c) => c.secret)).size, 1);
-    assert.ok(configs.every((c) => c.natsUrl === 'nats://nats:4222'));
+    assert.ok(configs.every((c) => c.nats.servers === 'nats://nats:4222'));
     for (const [name, svc] of nodes) {
       assert.deepEqual(svc.command, ['node', 'dist/src/forge-node/main.js'], name);
       assert.ok(svc.volumes!.includes('forge-data:/data'), name);

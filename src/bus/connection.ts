@@ -1,14 +1,17 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import {
   connect,
   credsAuthenticator,
   type NatsConnection,
   type NodeConnectionOptions,
   type Status,
+  type TlsOptions,
 } from '@nats-io/transport-node';
 import { ForgeBusConfigError } from './errors.js';
 import { consoleLogger, type BusLogger } from './logger.js';
-import { anyOf, arrayOf, boolean, fn, millis, nonEmptyString, type OptionRule, type OptionRules } from './options.js';
+import { anyOf, arrayOf, boolean, fn, millis, nested, nonEmptyString, type OptionRule, type OptionRules } from './options.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 
@@ -33,9 +36,30 @@ export interface BusConnectionOptions extends BusCredentials {
   waitOnFirstConnect?: boolean;
   /** Called for every connection status change (disconnect, reconnect, errors …). */
   onStatus?: (status: Status) => void;
+  /**
+   * TLS to the NATS servers, by PEM file paths (read by nats.js at every connection attempt, so
+   * renewed files are picked up on reconnect). Giving `tls` at all makes the client refuse servers
+   * without TLS; `{}` verifies the server against the system's CAs.
+   */
+  tls?: {
+    /** CA certificate(s) to verify the server's certificate with (a private CA). */
+    caFile?: string;
+    /** Client certificate, for servers that verify clients (`verify: true`); needs `keyFile`. */
+    certFile?: string;
+    /** Private key of `certFile`; the two go together. */
+    keyFile?: string;
+  };
 }
 
 const text: OptionRule = (value) => (typeof value === 'string' ? undefined : 'a string');
+
+type BusTlsOptions = NonNullable<BusConnectionOptions['tls']>;
+
+const TLS_OPTION_RULES: OptionRules<BusTlsOptions> = {
+  caFile: nonEmptyString,
+  certFile: nonEmptyString,
+  keyFile: nonEmptyString,
+};
 
 export const CONNECTION_OPTION_RULES: OptionRules<BusConnectionOptions> = {
   servers: anyOf(nonEmptyString, arrayOf(nonEmptyString, 'an array of server URLs')),
@@ -48,6 +72,7 @@ export const CONNECTION_OPTION_RULES: OptionRules<BusConnectionOptions> = {
   pass: text,
   token: nonEmptyString,
   credsFile: nonEmptyString,
+  tls: nested(TLS_OPTION_RULES),
 };
 
 /** Splits `NATS_URL`-style input (comma-separated, whitespace tolerated) into server URLs. */
@@ -97,6 +122,72 @@ function authOptions(credentials: BusCredentials): Partial<NodeConnectionOptions
   return {};
 }
 
+/** The environment variable the forge node reads each TLS file from (for the error messages). */
+const TLS_ENV: Record<keyof BusTlsOptions, string> = { caFile: 'NATS_TLS_CA', certFile: 'NATS_TLS_CERT', keyFile: 'NATS_TLS_KEY' };
+
+/**
+ * Checks the TLS files before connecting: nats.js reads them only when it dials, and a missing
+ * file there is a connection error retried forever instead of a configuration error at start.
+ * The paths themselves are handed on, so nats.js re-reads renewed files on reconnect.
+ */
+function tlsOptions(tls: BusConnectionOptions['tls'], servers: string[]): Partial<NodeConnectionOptions> {
+  if (tls === undefined) return {};
+  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    const [given, missing] = tls.certFile !== undefined ? ['certFile', 'keyFile'] : ['keyFile', 'certFile'];
+    throw new ForgeBusConfigError(
+      `NATS TLS option tls.${given} is given without tls.${missing}: a client certificate needs both the certificate (tls.certFile) ` +
+        `and its private key (tls.keyFile); give both, or neither when the server does not verify clients`,
+    );
+  }
+  const files: { caFile?: string; certFile?: string; keyFile?: string } = {};
+  for (const key of ['caFile', 'certFile', 'keyFile'] as const) {
+    const path = tls[key];
+    if (path === undefined) continue;
+    let size: number;
+    try {
+      size = readFileSync(path).length;
+    } catch (err) {
+      // fs says e.g. "ENOENT: no such file or directory, open '<path>'": the path is named below.
+      const reason = (err as Error).message.replace(/, \w+ '.*'$/s, '');
+      throw new ForgeBusConfigError(
+        `cannot read the NATS TLS file tls.${key} "${path}" (${reason}): give the path of a PEM file this process may read ` +
+          `(for a forge node: ${TLS_ENV[key]}), or leave the option out`,
+      );
+    }
+    if (size === 0) {
+      throw new ForgeBusConfigError(`the NATS TLS file tls.${key} "${path}" is empty: give the path of a PEM file (for a forge node: ${TLS_ENV[key]})`);
+    }
+    files[key] = path;
+  }
+  const serverIdentity = ipServerIdentityCheck(servers);
+  // nats.js hands every key of `tls` on to Node's tls.connect; its type lists only its own.
+  return { tls: (serverIdentity ? { ...files, checkServerIdentity: serverIdentity } : files) as TlsOptions };
+}
+
+/**
+ * nats.js gives Node no TLS server name for a server addressed by IP (nats-io/nats.js#303), so
+ * Node checks the certificate against "localhost" and refuses a certificate made for the IP
+ * address (subjectAltName IP:…). This check accepts, in that case only, a certificate valid for
+ * one of the configured IP addresses (the CA check is untouched). Servers given by host name keep
+ * Node's own check.
+ */
+function ipServerIdentityCheck(servers: string[]): ((host: string, cert: PeerCertificate) => Error | undefined) | undefined {
+  const ips = servers.flatMap((server) => {
+    try {
+      const host = new URL(server.includes('://') ? server : `nats://${server}`).hostname.replace(/^\[(.*)\]$/, '$1');
+      return isIP(host) ? [host] : [];
+    } catch {
+      return [];
+    }
+  });
+  if (ips.length === 0) return undefined;
+  return (host, cert) => {
+    const error = checkServerIdentity(host, cert);
+    if (error === undefined || host !== 'localhost') return error;
+    return ips.some((ip) => checkServerIdentity(ip, cert) === undefined) ? undefined : error;
+  };
+}
+
 /**
  * Forwards every status change for the life of the connection. A throwing listener must not end
  * the loop: whoever tracks "connected" (the bus, the cache's trust state) would freeze in its
@@ -123,9 +214,11 @@ async function watchStatus(nc: NatsConnection, onStatus: (status: Status) => voi
  */
 export async function connectBus(options: BusConnectionOptions, logger: BusLogger = consoleLogger): Promise<NatsConnection> {
   if (!options.name) throw new ForgeBusConfigError('a connection name is required (e.g. forge-node:<nodeId>)');
+  const servers = parseServers(options.servers);
+  const tls = tlsOptions(options.tls, servers);
   const backoff = reconnectBackoff(options.reconnectDelayMs ?? 250, options.maxReconnectDelayMs ?? 5_000);
   const nc = await connect({
-    servers: parseServers(options.servers),
+    servers,
     name: options.name,
     maxReconnectAttempts: -1,
     reconnectDelayHandler: backoff.next,
@@ -134,6 +227,7 @@ export async function connectBus(options: BusConnectionOptions, logger: BusLogge
     // re-sends its unacknowledged events on reconnect (and on ack timeout).
     reconnectTimeWait: options.reconnectDelayMs ?? 250,
     ...authOptions(options),
+    ...tls,
   });
   void watchStatus(nc, (status) => {
     if (status.type === 'reconnect') backoff.reset();

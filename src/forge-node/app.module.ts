@@ -58,7 +58,8 @@ export const forgeCoreImports = [
       const forge = config.get<ForgeNodeConfig>('forge')!;
       return {
         nodeId: forge.nodeId,
-        connection: { servers: forge.natsUrl },
+        connection: forge.nats,
+        replicas: forge.replicas,
         stream: forge.eventsMaxAgeMs === undefined ? undefined : { maxAgeMs: forge.eventsMaxAgeMs },
       };
     },

@@ -1,5 +1,6 @@
 import { Cron } from 'croner';
 import { isAbsolute, resolve } from 'node:path';
+import { natsClientFromEnv, NatsEnvError, type NatsClientSettings } from '../ops/nats-env.js';
 
 /** The forge node's configuration, from the environment (see README "Configuration"). */
 /** A cron expression croner accepts (seconds optional), or a start-up error naming the variable. */
@@ -16,7 +17,10 @@ export interface ForgeNodeConfig {
   port: number;
   host: string;
   nodeId: string;
-  natsUrl: string;
+  /** NATS_URL, credentials (NATS_USER + NATS_PASSWORD, NATS_TOKEN or NATS_CREDS) and TLS files (NATS_TLS_*). */
+  nats: NatsClientSettings;
+  /** FORGE_REPLICAS: copies of every forgebus stream and bucket, 1-5 or auto (default: min(3, NATS servers)). */
+  replicas: number | 'auto';
   dataDir: string;
   secret: string;
   /** FORGE_EVENTS max_age (FORGE_EVENTS_MAX_AGE_MS); undefined = the SDK default (7 days). */
@@ -100,7 +104,8 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     port,
     host: str('HOST') ?? '127.0.0.1',
     nodeId,
-    natsUrl: str('NATS_URL') ?? 'nats://127.0.0.1:4222',
+    nats: natsSettings(env),
+    replicas: replicasSetting(str('FORGE_REPLICAS')),
     dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),
     secret,
     eventsMaxAgeMs: int('FORGE_EVENTS_MAX_AGE_MS', undefined, 1),
@@ -120,6 +125,22 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
       maxConcurrentReplays: int('FORGE_SSE_MAX_REPLAYS', 16, 1)!,
     },
   };
+}
+
+function natsSettings(env: Record<string, unknown>): NatsClientSettings {
+  try {
+    return natsClientFromEnv(env);
+  } catch (err) {
+    if (err instanceof NatsEnvError) throw new ForgeNodeConfigError(err.message);
+    throw err;
+  }
+}
+
+function replicasSetting(raw: string | undefined): number | 'auto' {
+  if (raw === undefined || raw === 'auto') return 'auto';
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 5) throw new ForgeNodeConfigError(`FORGE_REPLICAS must be "auto" or an integer from 1 to 5 (NATS's limit), got "${raw}"`);
+  return n;
 }
 
 export const FORGE_NODE_CONFIG = Symbol('FORGE_NODE_CONFIG');

@@ -5,6 +5,7 @@ const SETTING_VARIABLES: Record<string, string> = {
   'writes.partitions': 'FORGE_WRITE_PARTITIONS',
   'writes.ackWaitMs': 'FORGE_WRITE_ACK_WAIT_MS',
   'events.maxAgeMs': 'FORGE_EVENTS_MAX_AGE_MS',
+  replicas: 'FORGE_REPLICAS',
 };
 
 /**

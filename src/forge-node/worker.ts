@@ -14,7 +14,7 @@ async function bootstrap(): Promise<void> {
   const config = loadForgeNodeConfig(process.env);
   const app = await NestFactory.createMicroservice(ForgeWorkerModule, {
     // The transport answers node-addressed requests; its connection is named like the node's.
-    strategy: new ForgeBusServer({ nodeId: config.nodeId, connection: { servers: config.natsUrl, name: `forge-worker-rpc:${config.nodeId}` } }),
+    strategy: new ForgeBusServer({ nodeId: config.nodeId, connection: { ...config.nats, name: `forge-worker-rpc:${config.nodeId}` }, replicas: config.replicas }),
     logger: ['log', 'warn', 'error'],
   });
   app.enableShutdownHooks();
