@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { aptInstall, aptUnavailableReason } from './apt.js';
@@ -56,6 +56,24 @@ export function ensureNatsServer(options: { install?: boolean; log?: (m: string)
   return installed;
 }
 
+/** nats-server stopped before it was ready; `output` is what it said last (its reason). */
+export class NatsServerStartError extends Error {
+  constructor(
+    message: string,
+    readonly output: string,
+  ) {
+    super(message);
+    this.name = 'NatsServerStartError';
+  }
+}
+
+/** The installed server's version as [major, minor] (from `nats-server --version`), if it says. */
+export function natsServerVersion(bin = ensureNatsServer()): [number, number] | undefined {
+  const out = spawnSync(bin, ['--version'], { encoding: 'utf8' });
+  const match = /v?(\d+)\.(\d+)\.\d+/.exec(`${out.stdout ?? ''}${out.stderr ?? ''}`);
+  return match ? [Number(match[1]), Number(match[2])] : undefined;
+}
+
 export interface NatsServerOptions {
   /** Client port; 0 picks a free one (default 0). */
   port?: number;
@@ -66,6 +84,11 @@ export interface NatsServerOptions {
   storeDir: string;
   /** Extra command-line arguments, e.g. cluster routes. */
   args?: string[];
+  /**
+   * A configuration file (see nats-config.ts): then only `-c <file>` and `args` are passed, and
+   * the file says ports, storage, cluster, users and TLS.
+   */
+  configFile?: string;
   /** Name shown in monitoring; also the JetStream server name. */
   serverName?: string;
   /** Forward the server's log lines. */
@@ -109,15 +132,19 @@ export async function startNatsServer(options: NatsServerOptions): Promise<Runni
   mkdirSync(options.storeDir, { recursive: true });
   const port = options.port === undefined || options.port === 0 ? -1 : options.port;
   const monitor = options.monitorPort ?? 0;
-  const args = ['-a', host, '-p', String(port), '-js', '-sd', options.storeDir];
-  if (monitor !== -1) args.push('-m', String(monitor === 0 ? -1 : monitor));
-  if (options.serverName) args.push('-n', options.serverName);
+  const args = options.configFile ? ['-c', options.configFile] : ['-a', host, '-p', String(port), '-js', '-sd', options.storeDir];
+  if (!options.configFile) {
+    if (monitor !== -1) args.push('-m', String(monitor === 0 ? -1 : monitor));
+    if (options.serverName) args.push('-n', options.serverName);
+  }
   args.push(...(options.args ?? []));
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   trackForExit(child);
 
   let clientPort: number | undefined;
   let monitorAddr: string | undefined;
+  // nats-server's own reason for failing (e.g. "address already in use") is in its last lines.
+  const lastLines: string[] = [];
   const ready = new Promise<void>((resolve, reject) => {
     let buffer = '';
     const timeout = setTimeout(
@@ -132,6 +159,8 @@ export async function startNatsServer(options: NatsServerOptions): Promise<Runni
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
         options.onLog?.(line);
+        lastLines.push(line.replace(/^\[\d+\] [\d/]+ [\d:.]+ /, ''));
+        if (lastLines.length > 5) lastLines.shift();
         const client = /Listening for client connections on (\S+):(\d+)/.exec(line);
         if (client) clientPort = Number(client[2]);
         const http = /Starting http monitor on (\S+):(\d+)/.exec(line);
@@ -144,7 +173,8 @@ export async function startNatsServer(options: NatsServerOptions): Promise<Runni
     });
     child.once('exit', (code, signal) => {
       clearTimeout(timeout);
-      reject(new Error(`nats-server exited during start-up (code ${code}, signal ${signal}); args: ${args.join(' ')}; last output: ${buffer.trim()}`));
+      const output = [...lastLines, buffer.trim()].filter(Boolean).join(' | ');
+      reject(new NatsServerStartError(`nats-server exited during start-up (code ${code}, signal ${signal}): ${output || 'no output'}`, output));
     });
   });
   try {

@@ -2,7 +2,9 @@
 // `npm run settings -- <command>`: the cluster-wide settings every forge node must agree on
 // (FORGE_SETTINGS), and the safe way to change them. See docs/operations.md.
 import { Command, InvalidArgumentError } from 'commander';
-import { connectBus, ForgeBusError, recordedSettings, recordSetting, type SettingValue } from '../bus/index.js';
+import { connectBus, ForgeBusError, MAX_REPLICAS, recordedSettings, recordSetting, REPLICAS_SETTING, rescaleCluster, type SettingValue } from '../bus/index.js';
+import { localNatsClient } from './local-nats.js';
+import { natsClientFromEnv } from './nats-env.js';
 import { repartitionWriteQueue } from '../repo-writes/index.js';
 
 /** The settings `set` may change, with the kind of value each takes. */
@@ -10,7 +12,6 @@ const SETTABLE: Record<string, 'integer' | 'storage'> = {
   'events.maxAgeMs': 'integer',
   'events.maxBytes': 'integer',
   'events.duplicateWindowMs': 'integer',
-  'events.replicas': 'integer',
   'writes.ackWaitMs': 'integer',
   'writes.maxDeliver': 'integer',
   'writes.resultTtlMs': 'integer',
@@ -36,12 +37,12 @@ function parseValue(name: string, value: string): SettingValue {
 }
 
 async function withConnection<T>(natsUrl: string, run: (nc: Awaited<ReturnType<typeof connectBus>>) => Promise<T>): Promise<T> {
+  // NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_TLS_*; else the forge-node user of `npm start`.
   const nc = await connectBus({
+    ...(localNatsClient(process.env) ?? natsClientFromEnv(process.env)),
     servers: natsUrl,
     name: 'forgebus-settings',
     waitOnFirstConnect: false,
-    user: process.env.NATS_USER,
-    pass: process.env.NATS_PASSWORD,
   });
   try {
     return await run(nc);
@@ -69,13 +70,23 @@ program
 program
   .command('set')
   .description('record a new value; then restart every node with it (the first updates the stream where NATS allows)')
-  .argument('<name>', `one of ${Object.keys(SETTABLE).join(', ')}`)
+  .argument('<name>', `one of ${[REPLICAS_SETTING, ...Object.keys(SETTABLE)].join(', ')}`)
   .argument('<value>')
   .action(async (name: string, value: string) => {
+    if (name === REPLICAS_SETTING) return setReplicas(value);
     const parsed = parseValue(name, value);
     await withConnection(program.opts<{ nats: string }>().nats, (nc) => recordSetting(nc, name, parsed));
     console.log(`${name} = ${JSON.stringify(parsed)} recorded: restart every node with this value; nodes with the old one are now refused`);
   });
+
+/** Replicas are applied at once (NATS scales streams in place), then recorded. */
+async function setReplicas(value: string): Promise<void> {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_REPLICAS) throw new InvalidArgumentError(`replicas takes an integer from 1 to ${MAX_REPLICAS}, got "${value}"`);
+  const results = await withConnection(program.opts<{ nats: string }>().nats, (nc) => rescaleCluster(nc, n));
+  for (const r of results) console.log(`${r.stream.padEnd(28)} ${r.changed ? `now ${n} replicas` : 'unchanged'}`);
+  console.log(`replicas = ${n} recorded: nodes on FORGE_REPLICAS=auto (the default) or ${n} start; others are refused`);
+}
 
 program
   .command('repartition')

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { OPERATOR_INBOX_PREFIX } from '../../src/ops/nats-config.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -69,9 +72,20 @@ describe('local cluster launcher (npm start)', () => {
         body: JSON.stringify({ name: 'demo' }),
       });
       assert.equal(created.status, 201);
-      const connz = (await (await fetch(`${monitor}/connz`)).json()) as { connections: { name?: string }[] };
+      const connz = (await (await fetch(`${monitor}/connz?auth=true`)).json()) as { connections: { name?: string; authorized_user?: string }[] };
       const names = connz.connections.map((c) => c.name).sort();
       assert.deepEqual(names, ['forge-node:node-1', 'forge-node:node-2']);
+      // The NATS it started is closed: the nodes are its forge-node user, strangers are refused,
+      // and the read-only operator it printed can get in.
+      assert.deepEqual(connz.connections.map((c) => c.authorized_user), ['forge-node', 'forge-node']);
+      const natsUrl = /NATS: one server \((nats:\/\/\S+)\)/.exec(text)![1]!;
+      await assert.rejects(connect({ servers: natsUrl, waitOnFirstConnect: false, maxReconnectAttempts: 0 }), /Authorization Violation|authorization/i);
+      const [, operator, password] = /read-only operator: (\S+) \/ (\S+)/.exec(text)!;
+      const asOperator = await connect({ servers: natsUrl, user: operator, pass: password, inboxPrefix: OPERATOR_INBOX_PREFIX });
+      await asOperator.close();
+      const credentials = JSON.parse(readFileSync(join(dataDir, 'nats-credentials.json'), 'utf8'));
+      assert.equal(credentials.operator.password, password);
+      assert.equal(statSync(join(dataDir, 'nats-credentials.json')).mode & 0o777, 0o600, 'credentials readable by their owner only');
       assert.ok(processesMentioning(dataDir).length >= 1, 'nats-server runs with the data dir');
       launched = childrenOf(child.pid!);
       assert.equal(launched.length, 3, 'nats-server and two nodes');
@@ -81,6 +95,46 @@ describe('local cluster launcher (npm start)', () => {
       assert.equal(code, 0, out.join('\n'));
       assert.deepEqual(processesMentioning(dataDir), [], 'no process left behind');
       assert.deepEqual(launched.filter(isAlive), [], 'every launched process exited');
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+  it('--nats-cluster 3 starts three clustered nats-servers, keeps FORGE_EVENTS on all three, and stops them all', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'forgebus-cluster3-'));
+    const child = spawn(process.execPath, [LAUNCHER, '--nodes', '1', '--base-port', '0', '--nats-port', '0', '--monitor-port', '0', '--route-port', '0', '--nats-cluster', '3', '--data-dir', dataDir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NATS_URL: '', FORGE_SECRET: '' },
+    });
+    const out: string[] = [];
+    createInterface({ input: child.stderr! }).on('line', (l) => out.push(l));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`cluster did not come up:\n${out.join('\n')}`)), 60_000);
+        createInterface({ input: child.stdout! }).on('line', (l) => {
+          out.push(l);
+          if (l.includes('Press Ctrl-C')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      const text = out.join('\n');
+      assert.match(text, /NATS: 3 clustered servers/);
+      const servers = [...text.matchAll(/forgebus-\d (nats:\/\/\S+)\s+monitoring: (http:\/\/\S+)/g)];
+      assert.equal(servers.length, 3, text);
+      const jsz = (await (await fetch(`${servers[0]![2]}/jsz`)).json()) as { meta_cluster?: { cluster_size?: number } };
+      assert.equal(jsz.meta_cluster?.cluster_size, 3);
+      const [, operator, password] = /read-only operator: (\S+) \/ (\S+)/.exec(text)!;
+      const nc = await connect({ servers: servers.map((m) => m[1]!), user: operator, pass: password, inboxPrefix: OPERATOR_INBOX_PREFIX });
+      const info = await (await jetstreamManager(nc)).streams.info('FORGE_EVENTS');
+      await nc.close();
+      assert.equal(info.config.num_replicas, 3);
+      assert.equal(info.cluster?.replicas?.length, 2, 'a leader and two replicas');
+    } finally {
+      child.kill('SIGINT');
+      const code = await exited;
+      assert.equal(code, 0, out.join('\n'));
+      assert.deepEqual(processesMentioning(dataDir), [], 'no process left behind');
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -5,7 +5,8 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { startNatsServer, type RunningNatsServer } from '../../ops/nats-server.js';
+import { OPERATOR_INBOX_PREFIX } from '../../ops/nats-config.js';
+import { localCredentialsFile, startLocalNats, waitForJetStream, type LocalNats } from '../../ops/local-nats.js';
 import { signUserToken } from '../auth/tokens.js';
 
 /**
@@ -22,6 +23,10 @@ const port = (value: string) => {
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number (0 = any free port)');
   return n;
 };
+const clusterSize = (value: string) => {
+  if (value !== '1' && value !== '3') throw new InvalidArgumentError('must be 1 (one server) or 3 (a cluster that survives the loss of one)');
+  return Number(value);
+};
 const count = (value: string) => {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 32) throw new InvalidArgumentError('must be between 1 and 32');
@@ -34,9 +39,11 @@ const program = new Command('forgebus-cluster')
   .option('-p, --base-port <port>', 'HTTP port of the first node; the others follow (env FORGE_BASE_PORT; 0 = free ports)', port, Number(process.env.FORGE_BASE_PORT ?? 3001))
   .option('--nats-port <port>', 'client port of the embedded nats-server (env NATS_PORT; 0 = free port)', port, Number(process.env.NATS_PORT ?? 4222))
   .option('--monitor-port <port>', 'monitoring port of the embedded nats-server (env NATS_MONITOR_PORT; 0 = free port)', port, Number(process.env.NATS_MONITOR_PORT ?? 8222))
+  .option('--nats-cluster <servers>', 'embedded nats-servers: 1, or 3 clustered on loopback (env FORGE_NATS_CLUSTER); ports follow --nats-port, --monitor-port and 6222', clusterSize, clusterSize(process.env.FORGE_NATS_CLUSTER ?? '1'))
+  .option('--route-port <port>', 'first cluster route port with --nats-cluster 3 (env NATS_ROUTE_PORT; 0 = free ports)', port, Number(process.env.NATS_ROUTE_PORT ?? 6222))
   .option('-d, --data-dir <dir>', 'shared data directory (env FORGE_DATA_DIR)', process.env.FORGE_DATA_DIR ?? '.forgebus-data')
   .option('--host <host>', 'address the nodes and nats-server listen on', process.env.HOST ?? '127.0.0.1')
-  .addHelpText('after', '\nSet NATS_URL to use an existing NATS server (with JetStream) instead of the embedded one.');
+  .addHelpText('after', '\nSet NATS_URL (and NATS_USER/NATS_PASSWORD, NATS_TOKEN or NATS_CREDS) to use an existing NATS with JetStream instead of the embedded one.');
 
 interface RunningNode {
   id: string;
@@ -76,7 +83,7 @@ function startNode(id: string, env: NodeJS.ProcessEnv): Promise<RunningNode> {
 
 let stopping = false;
 const nodes: RunningNode[] = [];
-let nats: RunningNatsServer | undefined;
+let nats: LocalNats | undefined;
 
 async function stopAll(exitCode: number): Promise<never> {
   if (stopping) process.exit(exitCode);
@@ -101,17 +108,38 @@ async function stopAll(exitCode: number): Promise<never> {
   process.exit(exitCode);
 }
 
+function natsLines(natsUrl: string): string[] {
+  if (!nats) return [`  NATS: ${natsUrl} (external)`];
+  const { operator } = nats.credentials!;
+  return [
+    `  NATS: ${nats.servers.length === 1 ? 'one server' : `${nats.servers.length} clustered servers, every stream kept on each`} (${natsUrl})`,
+    ...nats.servers.map((s) => `    ${s.name} ${s.url}  monitoring: ${s.monitorUrl ? `${s.monitorUrl} (connections: ${s.monitorUrl}/connz, JetStream: ${s.monitorUrl}/jsz)` : 'off'}`),
+    `    NATS users in ${localCredentialsFile(resolve(program.opts<{ dataDir: string }>().dataDir))}; read-only operator: ${operator.user} / ${operator.password} (its inbox prefix is ${OPERATOR_INBOX_PREFIX}: nats CLI --inbox-prefix ${OPERATOR_INBOX_PREFIX})`,
+  ];
+}
+
 async function main(): Promise<void> {
-  const opts = program.parse().opts<{ nodes: number; basePort: number; natsPort: number; monitorPort: number; dataDir: string; host: string }>();
+  const opts = program.parse().opts<{ nodes: number; basePort: number; natsPort: number; monitorPort: number; natsCluster: number; routePort: number; dataDir: string; host: string }>();
   const dataDir = resolve(opts.dataDir);
   mkdirSync(dataDir, { recursive: true });
   process.once('SIGINT', () => void stopAll(0));
   process.once('SIGTERM', () => void stopAll(0));
 
   let natsUrl = process.env.NATS_URL;
+  let natsUser: Record<string, string> = {};
   if (!natsUrl) {
-    nats = await startNatsServer({ port: opts.natsPort, monitorPort: opts.monitorPort, host: opts.host, storeDir: join(dataDir, 'nats'), serverName: 'forgebus-local' });
+    nats = await startLocalNats({
+      servers: opts.natsCluster,
+      dir: join(dataDir, opts.natsCluster === 1 ? 'nats' : 'nats-cluster'),
+      host: opts.host,
+      clientPort: opts.natsPort,
+      monitorPort: opts.monitorPort,
+      routePort: opts.routePort,
+      credentialsFile: localCredentialsFile(dataDir),
+    });
     natsUrl = nats.url;
+    natsUser = { NATS_USER: nats.credentials!.forge.user, NATS_PASSWORD: nats.credentials!.forge.password };
+    await waitForJetStream(nats);
   }
   const secret = loadSecret(dataDir);
   for (let i = 1; i <= opts.nodes; i++) {
@@ -122,6 +150,7 @@ async function main(): Promise<void> {
       HOST: opts.host,
       NODE_ID: id,
       NATS_URL: natsUrl,
+      ...natsUser,
       FORGE_DATA_DIR: dataDir,
       FORGE_SECRET: secret,
     };
@@ -132,7 +161,7 @@ async function main(): Promise<void> {
     '',
     `forgebus local cluster is up (${opts.nodes} node${opts.nodes > 1 ? 's' : ''}, data in ${dataDir})`,
     ...nodes.map((n) => `  ${n.id}: ${n.url}`),
-    `  NATS: ${natsUrl}${nats?.monitorUrl ? `   monitoring: ${nats.monitorUrl} (connections: ${nats.monitorUrl}/connz)` : ' (external)'}`,
+    ...natsLines(natsUrl),
     '',
     'Demo tokens (Authorization: Bearer <token>):',
     ...tokens.map(([u, t]) => `  ${u.padEnd(6)} ${t}`),
