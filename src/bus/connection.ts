@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import {
   connect,
+  createInbox,
   credsAuthenticator,
   type NatsConnection,
   type NodeConnectionOptions,
@@ -11,7 +12,7 @@ import {
 } from '@nats-io/transport-node';
 import { ForgeBusConfigError } from './errors.js';
 import { consoleLogger, type BusLogger } from './logger.js';
-import { anyOf, arrayOf, boolean, fn, millis, nested, nonEmptyString, type OptionRule, type OptionRules } from './options.js';
+import { anyOf, arrayOf, boolean, fn, matching, millis, nested, nonEmptyString, type OptionRule, type OptionRules } from './options.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 
@@ -36,6 +37,11 @@ export interface BusConnectionOptions extends BusCredentials {
   waitOnFirstConnect?: boolean;
   /** Called for every connection status change (disconnect, reconnect, errors …). */
   onStatus?: (status: Status) => void;
+  /**
+   * Subject prefix of this connection's reply inboxes (default `_INBOX`), for NATS users that may
+   * subscribe only to their own (the operator user of the generated configuration: `_INBOX_OPS`).
+   */
+  inboxPrefix?: string;
   /**
    * TLS to the NATS servers, by PEM file paths (read by nats.js at every connection attempt, so
    * renewed files are picked up on reconnect). Giving `tls` at all makes the client refuse servers
@@ -73,7 +79,16 @@ export const CONNECTION_OPTION_RULES: OptionRules<BusConnectionOptions> = {
   token: nonEmptyString,
   credsFile: nonEmptyString,
   tls: nested(TLS_OPTION_RULES),
+  inboxPrefix: matching(/^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$/, 'a subject prefix without wildcards, e.g. _INBOX_OPS'),
 };
+
+/**
+ * A new reply inbox under the connection's inbox prefix (`inboxPrefix`), as nats.js's own
+ * requests use: a user allowed only its own inboxes would be refused a subscription elsewhere.
+ */
+export function inboxFor(nc: NatsConnection): string {
+  return createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+}
 
 /** Splits `NATS_URL`-style input (comma-separated, whitespace tolerated) into server URLs. */
 export function parseServers(servers: string | string[] | undefined): string[] {
@@ -228,6 +243,7 @@ export async function connectBus(options: BusConnectionOptions, logger: BusLogge
     reconnectTimeWait: options.reconnectDelayMs ?? 250,
     ...authOptions(options),
     ...tls,
+    ...(options.inboxPrefix !== undefined && { inboxPrefix: options.inboxPrefix }),
   });
   void watchStatus(nc, (status) => {
     if (status.type === 'reconnect') backoff.reset();

@@ -12,6 +12,7 @@ import { EVENTS_STREAM } from './streams.js';
 import { streamIdentity, StreamWatch, type StreamIdentity } from './stream-watch.js';
 import { recordOnce } from './cluster-settings.js';
 import { FAILOVER_PULL } from './pull-liveness.js';
+import { describeNatsError } from './transient.js';
 
 /** FORGE_SETTINGS key of the creation time of the event stream the cluster first saw. */
 const ORIGINAL_STREAM_KEY = 'events.originalCreated';
@@ -332,7 +333,7 @@ export class EventFeed {
         this.messages = await this.open(this.stats.lastSeq + 1);
         this.logger.warn(`event feed re-opened at sequence ${this.stats.lastSeq + 1}`);
       } catch (err) {
-        this.logger.error(`event feed cannot re-open: ${(err as Error).message}; retrying`);
+        this.logger.error(`event feed cannot re-open: ${describeNatsError(err)}`);
       }
     }
   }

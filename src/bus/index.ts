@@ -25,6 +25,7 @@ export {
   parseServers,
   reconnectBackoff,
   connectBus,
+  inboxFor,
   type BusCredentials,
   type BusConnectionOptions,
 } from './connection.js';
@@ -125,9 +126,12 @@ export {
   type ProvisionResult,
 } from './streams.js';
 export { FAILOVER_PULL } from './pull-liveness.js';
-export { isTransientNatsError, retryTransient } from './transient.js';
+export { describeNatsError, isTransientNatsError, retryTransient } from './transient.js';
 export {
   agreeOnReplicas,
+  CAS_SERIALIZED_SINCE,
+  serializesCompareAndSwap,
+  type OpenBucketOptions,
   forgebusStreams,
   MAX_AUTO_REPLICAS,
   MAX_REPLICAS,

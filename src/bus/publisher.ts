@@ -1,6 +1,7 @@
-import { createInbox, headers, type Msg, type NatsConnection, type Status, type Subscription } from '@nats-io/transport-node';
+import { headers, type Msg, type NatsConnection, type Status, type Subscription } from '@nats-io/transport-node';
 import type { EventEnvelope } from './envelope.js';
 import { ForgeBusError, PublishError, PublishTimeoutError } from './errors.js';
+import { inboxFor } from './connection.js';
 import { checkOptions, integer, millis, nonEmptyString, type OptionRules } from './options.js';
 import { EVENTS_STREAM } from './streams.js';
 
@@ -125,7 +126,7 @@ export class EventPublisher {
     this.maxWaiting = options.maxWaiting ?? 65_536;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 2_000;
     this.maxAttempts = options.maxAttempts ?? 5;
-    this.inbox = createInbox();
+    this.inbox = inboxFor(nc);
   }
 
   /** Number of publishes sent and not yet acknowledged. */

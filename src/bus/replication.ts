@@ -146,10 +146,50 @@ export async function waitForLeader(jsm: JetStreamManager, stream: string, timeo
 }
 
 /**
+ * The server version from which a replicated stream checks a compare-and-swap
+ * (`Nats-Expected-Last-Subject-Sequence`, i.e. `kv.update(key, value, revision)`) inside its
+ * RAFT group: before it, two updates of one revision in flight together can both succeed
+ * (nats-server#4320; on Debian's 2.9.10, 200 of 200 tries here did).
+ */
+export const CAS_SERIALIZED_SINCE: [number, number, number] = [2, 9, 21];
+
+/** Whether compare-and-swap on a replicated stream is safe on the server `nc` is connected to. */
+export function serializesCompareAndSwap(nc: NatsConnection): boolean {
+  const match = /^v?(\d+)\.(\d+)\.(\d+)/.exec(nc.info?.version ?? '');
+  if (!match) return false;
+  const have = match.slice(1, 4).map(Number);
+  for (let i = 0; i < 3; i++) if (have[i] !== CAS_SERIALIZED_SINCE[i]) return have[i]! > CAS_SERIALIZED_SINCE[i]!;
+  return true;
+}
+
+const warnedCas = new WeakSet<NatsConnection>();
+
+export interface OpenBucketOptions {
+  /**
+   * The bucket's correctness rests on `kv.update(key, value, revision)` letting one writer win
+   * (locks, task state). On a server that does not serialize that on replicated streams, the
+   * bucket is kept on one server instead (correct, but unavailable while that server is down),
+   * and `warn` is told once per connection.
+   */
+  compareAndSwap?: { warn: (message: string) => void };
+}
+
+/**
  * Opens (creating if needed) a KV bucket with the cluster's replica count, and scales a bucket
  * made earlier with fewer copies: Kvm.create keeps an existing bucket's configuration as it is.
  */
-export async function openBucket(nc: NatsConnection, bucket: string, replicas: number, options: Partial<KvOptions> = {}): Promise<KV> {
+export async function openBucket(nc: NatsConnection, bucket: string, wanted: number, options: Partial<KvOptions> = {}, open: OpenBucketOptions = {}): Promise<KV> {
+  let replicas = wanted;
+  if (open.compareAndSwap && replicas > 1 && !serializesCompareAndSwap(nc)) {
+    replicas = 1;
+    if (!warnedCas.has(nc)) {
+      warnedCas.add(nc);
+      open.compareAndSwap.warn(
+        `nats-server ${nc.info?.version ?? '(unknown version)'} does not serialize compare-and-swap on replicated streams (fixed in ${CAS_SERIALIZED_SINCE.join('.')}, nats-server#4320): ` +
+          `buckets whose correctness rests on it (locks, tasks) are kept on one server, so they are unavailable while that server is down. Upgrade nats-server to keep them on ${wanted}.`,
+      );
+    }
+  }
   let kv: KV;
   try {
     kv = await new Kvm(nc).create(bucket, { ...options, replicas });

@@ -34,3 +34,13 @@ export async function retryTransient<T>(attempt: () => Promise<T>, budgetMs: num
     }
   }
 }
+
+/**
+ * An error's message for a log line, saying what a transient one most likely means: nats.js
+ * reports "no responders" to a JetStream request as "jetstream is not enabled", which misleads
+ * during the seconds a replicated stream or bucket elects a new leader.
+ */
+export function describeNatsError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return isTransientNatsError(err) ? `${message} (no JetStream answer: a leader election after a server loss, or NATS unreachable; retried)` : message;
+}

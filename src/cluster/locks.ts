@@ -139,7 +139,7 @@ export class Locks {
   }
 
   private bucket(): Promise<KV> {
-    this.kv ??= openBucket(this.bus.nc, LOCKS_BUCKET, this.bus.replicas, { history: 1 });
+    this.kv ??= openBucket(this.bus.nc, LOCKS_BUCKET, this.bus.replicas, { history: 1 }, { compareAndSwap: { warn: (m) => this.logger.warn(m) } });
     return this.kv;
   }
 

@@ -16,6 +16,7 @@ import {
   type ForgeBus,
   type OptionRules,
   openBucket,
+  describeNatsError,
 } from '../bus/index.js';
 
 /** KV bucket of the live members: one key per node id, expiring with the bucket's TTL. */
@@ -185,7 +186,7 @@ export class Membership {
       this.stats.refreshes++;
     } catch (err) {
       this.stats.refreshFailures++;
-      this.errorLog.line(`membership refresh of ${this.nodeId} failed: ${(err as Error).message}`);
+      this.errorLog.line(`membership refresh of ${this.nodeId} failed: ${describeNatsError(err)}`);
     }
   }
 

@@ -1,4 +1,4 @@
-import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import {
   checkOptions,
   consoleLogger,
@@ -10,6 +10,7 @@ import {
   type BusLogger,
   type ForgeBus,
   type OptionRules,
+  inboxFor,
 } from '../bus/index.js';
 import type { Membership } from './membership.js';
 
@@ -160,7 +161,7 @@ export class NodeControl {
     const expected = this.membership ? new Set(this.membership.members().map((m) => m.id)) : undefined;
     const result: ScatterResult<R> = { replies: [], errors: [], missing: [] };
     const answered = new Set<string>();
-    const inbox = createInbox();
+    const inbox = inboxFor(this.nc);
     const sub = this.nc.subscribe(inbox);
     const timer = setTimeout(() => sub.unsubscribe(), timeoutMs);
     this.nc.publish(allNodesControlSubject(verb), JSON.stringify({ payload }), { reply: inbox });

@@ -174,7 +174,7 @@ export class TaskRegistry {
   /** Opens the bucket and follows departures (call after membership.start()). */
   async open(): Promise<void> {
     if (this.kv) return;
-    this.kv = await openBucket(this.bus.nc, TASKS_BUCKET, this.bus.replicas, { history: 1 });
+    this.kv = await openBucket(this.bus.nc, TASKS_BUCKET, this.bus.replicas, { history: 1 }, { compareAndSwap: { warn: (m) => this.logger.warn(m) } });
     await this.recoverEarlierSelf();
     if (this.options.followDepartures === false) return;
     this.unsubscribe = this.membership.onChange((change) => {

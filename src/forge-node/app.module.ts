@@ -1,6 +1,7 @@
 import { Module, ValidationPipe, type MiddlewareConsumer, type NestModule, type Provider } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
-import { APP_GUARD, APP_PIPE } from '@nestjs/core';
+import { APP_FILTER, APP_GUARD, APP_PIPE } from '@nestjs/core';
+import { BusUnavailableFilter } from './http/bus-unavailable.filter.js';
 import { TerminusModule } from '@nestjs/terminus';
 import { ClusterModule, ForgeBusModule, ForgeCacheModule, RepoWritesModule, SseModule } from '../nest/index.js';
 import { AuthGuard } from './auth/auth.guard.js';
@@ -127,6 +128,7 @@ export const forgeCoreImports = [
     configProvider,
     databaseProvider,
     { provide: APP_GUARD, useClass: AuthGuard },
+    { provide: APP_FILTER, useClass: BusUnavailableFilter },
     {
       provide: APP_PIPE,
       useValue: new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true }),

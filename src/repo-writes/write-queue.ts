@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
-import { createInbox, type Msg, type Subscription } from '@nats-io/transport-node';
-import { agreeOnSettings, checkOptions, openBucket, retryTransient, consoleLogger, EventPublisher, ForgeBusConfigError, ForgeBusError, integer, logger, millis, nonEmptyString, type OptionRules, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
+import type { Msg, Subscription } from '@nats-io/transport-node';
+import { agreeOnSettings, checkOptions, describeNatsError, inboxFor, openBucket, retryTransient, consoleLogger, EventPublisher, ForgeBusConfigError, ForgeBusError, integer, logger, millis, nonEmptyString, type OptionRules, RateLimitedLog, type BusLogger, type ForgeBus, type RepoRef } from '../bus/index.js';
 import { PartitionWorker } from './partition-worker.js';
 import { PermanentWriteError, WriteFailedError, WriteQueueUnavailableError, WriteTimeoutError, WriteTooLargeError } from './errors.js';
 import { DEFAULT_PARTITIONS, partitionConsumerName, partitionOf, writeSubject, WRITES_STREAM } from './partitions.js';
@@ -138,7 +138,7 @@ export class RepoWriteQueue {
   private readonly handlers = new Map<string, RepoWriteHandler>();
   private readonly publisher: EventPublisher;
   private readonly waiting = new Map<string, (outcome: Outcome) => void>();
-  private readonly inbox = createInbox();
+  private readonly inbox: string;
   private inboxSub?: Subscription;
   private results?: KV;
   private failures?: KV;
@@ -162,6 +162,7 @@ export class RepoWriteQueue {
     this.logger = options.logger ?? consoleLogger;
     this.errorLog = new RateLimitedLog((m) => this.logger.error(m));
     this.publisher = new EventPublisher(bus.nc, { stream: WRITES_STREAM });
+    this.inbox = inboxFor(bus.nc);
   }
 
   /** Provisions the stream, the partition consumers and the buckets. Call once at start. */
@@ -395,7 +396,7 @@ export class RepoWriteQueue {
     } catch (err) {
       // Without the record a redelivery could apply the write twice: let it be redelivered
       // and rely on the handler's idempotency rather than ack an unrecorded outcome.
-      this.errorLog.line(`cannot record the outcome of write ${write.id}: ${(err as Error).message}`);
+      this.errorLog.line(`cannot record the outcome of write ${write.id}: ${describeNatsError(err)}`);
       msg.nak(this.retryDelayMs);
       return;
     }

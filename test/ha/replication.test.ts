@@ -3,9 +3,11 @@ import { after, before, describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { ForgeBus, ReplicasUnavailableError, SettingsDriftError } from '../../src/index.js';
-import { Membership } from '../../src/cluster/index.js';
+import { Locks, Membership } from '../../src/cluster/index.js';
+import { Kvm } from '@nats-io/kv';
+import { MemoryLogger } from '../bus/helpers.js';
 import { RepoWriteQueue } from '../../src/repo-writes/index.js';
-import { rescaleCluster } from '../../src/bus/index.js';
+import { rescaleCluster, serializesCompareAndSwap } from '../../src/bus/index.js';
 import { startTestNatsCluster, type TestNatsCluster } from '../support/nats-cluster.js';
 import { startTestNats } from '../support/nats.js';
 
@@ -55,6 +57,36 @@ describe('replication: every forgebus stream, bucket and durable consumer on thr
       assert.equal(consumer.cluster?.replicas?.length, 2, 'partition consumer replicated on the two other servers');
     } finally {
       await node.close();
+    }
+  });
+
+  it('locks stay on one server where nats-server lets two compare-and-swaps of one revision both succeed (nats-server#4320)', async () => {
+    // The fact itself, on the servers these tests run: concurrent updates of one revision of a
+    // key in a 3-replica bucket, from connections to each server.
+    const ncs = await Promise.all(cluster.servers.map((s) => connect({ servers: s.url })));
+    const safe = serializesCompareAndSwap(ncs[0]!);
+    let doubled = 0;
+    try {
+      const kvs = [await new Kvm(ncs[0]!).create('CAS_PROBE', { replicas: 3, history: 1 }), ...(await Promise.all(ncs.slice(1).map((nc) => new Kvm(nc).open('CAS_PROBE'))))];
+      for (let t = 0; t < 20; t++) {
+        const revision = await kvs[0]!.put(`k${t}`, 'x');
+        const results = await Promise.allSettled(kvs.flatMap((kv) => [kv.update(`k${t}`, 'a', revision), kv.update(`k${t}`, 'b', revision)]));
+        if (results.filter((r) => r.status === 'fulfilled').length > 1) doubled++;
+      }
+    } finally {
+      await Promise.all(ncs.map((nc) => nc.close()));
+    }
+    assert.equal(doubled > 0, !safe, `${doubled} of 20 revisions updated more than once; server ${safe ? 'serializes' : 'does not serialize'} compare-and-swap`);
+
+    const logger = new MemoryLogger();
+    const bus = await ForgeBus.connect({ nodeId: 'r-locks', connection: { servers: cluster.url }, logger: quiet });
+    try {
+      const locks = new Locks(bus, { logger });
+      await locks.withLock('repo/alice/web', () => undefined);
+      assert.equal((await replicasOf(cluster.url, ['KV_FORGE_LOCKS'])).KV_FORGE_LOCKS, safe ? 3 : 1);
+      assert.equal(logger.matching(/does not serialize compare-and-swap.*nats-server#4320/).length, safe ? 0 : 1);
+    } finally {
+      await bus.close();
     }
   });
 

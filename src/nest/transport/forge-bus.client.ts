@@ -1,6 +1,6 @@
-import { createInbox, type Msg } from '@nats-io/transport-node';
+import type { Msg } from '@nats-io/transport-node';
 import { ClientProxy, type IncomingResponse, type ReadPacket, type WritePacket } from '@nestjs/microservices';
-import { ForgeBus, type EventInput, type ForgeBusOptions } from '../../bus/index.js';
+import { ForgeBus, inboxFor, type EventInput, type ForgeBusOptions } from '../../bus/index.js';
 import { JsonRequestSerializer, JsonResponseDeserializer, messageOf, toWireMessage, type ForgeBusClientCodecOptions } from './codec.js';
 import { ForgeBusRpcError, type ForgeBusRpcErrorCode } from './errors.js';
 import { rpcSubject } from './rpc.js';
@@ -79,7 +79,7 @@ export class ForgeBusClient extends ClientProxy {
           return fail('RPC_CODEC', `cannot serialize the request to "${pattern}": ${messageOf(err)}`, err);
         }
         if (settled) return;
-        const inbox = createInbox();
+        const inbox = inboxFor(bus.nc);
         const timeoutMs = this.options.requestTimeoutMs ?? 10_000;
         const timer = setTimeout(() => fail('RPC_TIMEOUT', `no reply to "${pattern}" within ${timeoutMs} ms: is a node handling it running and reachable?`), timeoutMs);
         // Replies of a streamed (Observable) answer are decoded one after the other, in arrival order.
