@@ -70,7 +70,7 @@ const row = (id: string, label: string, events: number): Row => ({ id, label, ev
 
 export const roundTimeoutMs = (n: number): number => Math.max(20_000, n / 2);
 
-async function rounds(ctx: BenchContext, what: string, fn: (n: number, measured: boolean, i: number) => Promise<void>): Promise<void> {
+export async function rounds(ctx: BenchContext, what: string, fn: (n: number, measured: boolean, i: number) => Promise<void>): Promise<void> {
   log(`${what}: warm-up (${ctx.warmup} events)`);
   await fn(ctx.warmup, false, 0);
   for (let i = 1; i <= ctx.runs; i++) {
@@ -78,7 +78,7 @@ async function rounds(ctx: BenchContext, what: string, fn: (n: number, measured:
   }
 }
 
-const fmt = (rate: number): string => Math.round(rate).toLocaleString('en-US');
+export const fmt = (rate: number): string => Math.round(rate).toLocaleString('en-US');
 
 /** Deletes FORGE_EVENTS (if there) and provisions it again exactly as ForgeBus.connect does. */
 export async function resetEventStream(nc: NatsConnection): Promise<void> {

@@ -14,6 +14,8 @@
  *   read  GET of one issue on a forge node process, cached vs uncached, requests/s and ratio
  * and, for the repository write queue (src/repo-writes):
  *   writes  queue vs per-repository KV lock, no-op and git writes, 1/10/100 repositories
+ * and, for a highly available bus (issue 12):
+ *   replicas  ForgeBus.publish acked: 1 server vs a 3-server cluster with 1 and with 3 copies
  * and, for the SSE gateway (src/sse; bench/case-sse.ts; `--only sse` runs all three):
  *   sse-latency  publish -> SSE client on another node, 1,000 events/s, 1,000 clients
  *   sse-conns    streams per node process and memory per stream
@@ -28,6 +30,7 @@ import { startNatsServer, type RunningNatsServer } from '../src/ops/nats-server.
 import { caseInvalidation } from './case-invalidation.js';
 import { caseCachedReads } from './case-read.js';
 import { caseWrites } from './case-writes.js';
+import { caseReplicas } from './case-replicas.js';
 import { caseSseConns, caseSseFanout, caseSseLatency } from './case-sse.js';
 import { CASES as RATE_CASES, type BenchContext, type Row } from './cases.js';
 import { printReport, type Report } from './report.js';
@@ -40,6 +43,7 @@ const CASES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   inv: caseInvalidation,
   read: caseCachedReads,
   writes: caseWrites,
+  replicas: caseReplicas,
   'sse-latency': caseSseLatency,
   'sse-conns': caseSseConns,
   'sse-fanout': caseSseFanout,
@@ -65,7 +69,7 @@ interface Options {
 }
 
 function usage(exitCode: number): never {
-  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,f,c0,d0,inv,read,writes,sse-latency,sse-conns,sse-fanout|sse] [--window W] [--js-window W] [--f-windows W1,W2] [--json]
+  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,f,c0,d0,inv,read,writes,replicas,sse-latency,sse-conns,sse-fanout|sse] [--window W] [--js-window W] [--f-windows W1,W2] [--json]
                              [--inv-rates R1,R2] [--inv-seconds S] [--inv-runs R] [--read-seconds S] [--connections N] [--read-db-latency L1,L2]
   --events N     events per measured run (default 100000)
   --runs R       measured runs per case after one warm-up run; the table shows the median (default 5)
@@ -73,6 +77,7 @@ function usage(exitCode: number): never {
                  e NestJS transport, f NestJS JetStream plugin (baseline for d), c0/d0 diagnostic floors for c/d written directly on nats.js,
                  inv cache invalidation convergence on 3 nodes, read cached vs uncached issue reads over HTTP,
                  writes repository write queue vs a per-repository KV lock,
+                 replicas ForgeBus.publish acked on 1 server vs a 3-server cluster with 1 and 3 copies,
                  sse-latency, sse-conns, sse-fanout (or sse: all three) the SSE gateway (settings: bench/case-sse.ts)
   --window W     SDK publishes kept in flight by the bench in c, d, f.sdk, c0, d0 (default 4096, the SDK's maxInFlight)
   --js-window W  js.publish calls kept in flight in b (default 256, its best setting here: 64..4096 tried)
@@ -209,6 +214,10 @@ const COMPARISONS: Comparison[] = [
   { row: 'f.*', against: 'e' },
   { row: 'c0', against: 'b.pub' },
   { row: 'd0', against: 'e' },
+  // replicas: each setup against the single server of the same run (three copies cost what?).
+  { row: 'r1', against: 'r1' },
+  { row: 'r3-1', against: 'r1' },
+  { row: 'r3', against: 'r1' },
 ];
 
 interface Result {
