@@ -23,6 +23,8 @@ import { ServerClock } from './server-clock.js';
 export const CRON_CLAIMS_BUCKET = 'FORGE_CRON_CLAIMS';
 /** Stream of run records, per job (`forge.cron.run.<job>`). */
 export const CRON_RUNS_STREAM = 'FORGE_CRON_RUNS';
+/** The longest step towards a far tick (well inside setTimeout's 24.8-day range; re-read on the server's clock each step). */
+const MAX_TIMER_MS = 24 * 3600 * 1000;
 
 export interface CronJobOptions {
   /** While the previous run of the job still runs (anywhere): `skip` the tick (default) or `allow` it. */
@@ -182,11 +184,18 @@ export class CronScheduler {
     const next = job.cron.nextRun(new Date(now));
     if (!next) return;
     clearTimeout(job.timer);
+    const delay = next.getTime() - now;
+    // Node fires a timer longer than 2^31-1 ms (24.8 days) after 1 ms: a monthly job would run at
+    // once, and again, in a loop. A far tick is approached in steps instead.
+    if (delay > MAX_TIMER_MS) {
+      job.timer = setTimeout(() => void this.arm(job), MAX_TIMER_MS);
+      return;
+    }
     job.timer = setTimeout(() => {
       const run = this.fire(job, next).finally(() => this.inFlight.delete(run));
       this.inFlight.add(run);
       void this.arm(job);
-    }, Math.max(0, next.getTime() - now));
+    }, Math.max(0, delay));
   }
 
   /** Claims the tick; runs it if this node won the claim. */

@@ -24,6 +24,21 @@ describe('cluster cron policies', () => {
     return cron;
   }
 
+  it('a schedule whose next tick is weeks away waits for it (timers cap at 24.8 days)', async () => {
+    const bus = await ForgeBus.connect({ nodeId: 'far-a', connection: { servers: nats.url }, logger: silentLogger });
+    buses.push(bus);
+    const cron = new CronScheduler(bus, new Locks(bus, { logger: silentLogger }), { logger: silentLogger });
+    let ran = 0;
+    // The first second of the month after next: at least 31 days away, beyond setTimeout's range.
+    const month = ((new Date().getMonth() + 2) % 12) + 1;
+    cron.schedule('yearly', `0 0 0 1 ${month} *`, () => ran++);
+    await cron.start();
+    await new Promise((r) => setTimeout(r, 1_500));
+    await cron.stop();
+    assert.equal(ran, 0, `nothing runs before the 1st of month ${month}`);
+    assert.deepEqual(await cron.runs('yearly'), [], 'no tick claimed or recorded');
+  });
+
   it('overlap "skip": while a run lasts longer than the interval, the ticks in between are recorded skipped, never run beside it', async () => {
     let running = 0;
     let concurrent = 0;
