@@ -13,6 +13,7 @@ import { EventsController } from './events/events.controller.js';
 import { ForgeAccessPolicy } from './events/forge-access.policy.js';
 import { GitController } from './git/git.controller.js';
 import { GitWriteHandlers } from './git/repo-writes.service.js';
+import { PushHandler } from './git-http/push.handler.js';
 import { WritesController } from './git/writes.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { JsonBodyMiddleware } from './http/json-body.middleware.js';
@@ -136,6 +137,7 @@ export const forgeCoreImports = [
     DbLatency,
     ForgeAccessPolicy,
     GitWriteHandlers,
+    PushHandler,
     RepoStatsJob,
     ForgeEventsService,
     ReposService,

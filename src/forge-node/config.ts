@@ -1,6 +1,7 @@
 import { Cron } from 'croner';
 import { isAbsolute, resolve } from 'node:path';
 import { natsClientFromEnv, NatsEnvError, type NatsClientSettings } from '../ops/nats-env.js';
+import { parseProtectedBranches } from './git-http/protected-branches.js';
 
 /** The forge node's configuration, from the environment (see README "Configuration"). */
 /** A cron expression croner accepts (seconds optional), or a start-up error naming the variable. */
@@ -49,6 +50,17 @@ export interface ForgeNodeConfig {
   nodeTtlMs: number;
   /** FORGE_CRON_REPO_STATS: schedule of the repo-stats job (cron, seconds optional; default every 5 minutes). */
   cronRepoStats: string;
+  /** git over HTTP (clone, fetch, push); see README "git over HTTP". */
+  git: {
+    /** FORGE_PROTECTED_BRANCHES: branches that cannot be deleted or force-pushed (comma-separated; default none). */
+    protectedBranches: string[];
+    /** FORGE_PUSH_MAX_BYTES: largest push request accepted (default 256 MiB). */
+    pushMaxBytes: number;
+    /** FORGE_PUSH_TIMEOUT_MS: how long a push may wait in the queue and run before it is answered as timed out (default 120 s). */
+    pushTimeoutMs: number;
+    /** FORGE_GIT_MAX_UPLOADS: clones and fetches served at once by this node; more wait (default 8). */
+    maxUploads: number;
+  };
   /** Server-Sent Events (GET /api/events); see docs/sse.md. */
   sse: {
     /** FORGE_SSE_HEARTBEAT_MS (default 15 s). */
@@ -117,6 +129,12 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     writeTimeoutMs: int('FORGE_WRITE_TIMEOUT_MS', 60_000, 1_000)!,
     nodeTtlMs: int('FORGE_NODE_TTL_MS', 15_000, 1_000)!,
     cronRepoStats: cronSchedule(str('FORGE_CRON_REPO_STATS') ?? '0 */5 * * * *'),
+    git: {
+      protectedBranches: protectedBranches(str('FORGE_PROTECTED_BRANCHES')),
+      pushMaxBytes: int('FORGE_PUSH_MAX_BYTES', 256 * 1024 * 1024, 1024)!,
+      pushTimeoutMs: int('FORGE_PUSH_TIMEOUT_MS', 120_000, 1_000)!,
+      maxUploads: int('FORGE_GIT_MAX_UPLOADS', 8, 1)!,
+    },
     sse: {
       heartbeatMs: int('FORGE_SSE_HEARTBEAT_MS', 15_000, 100)!,
       retryMs: int('FORGE_SSE_RETRY_MS', 2_000, 0)!,
@@ -134,6 +152,13 @@ function natsSettings(env: Record<string, unknown>): NatsClientSettings {
     if (err instanceof NatsEnvError) throw new ForgeNodeConfigError(err.message);
     throw err;
   }
+}
+
+function protectedBranches(raw: string | undefined): string[] {
+  const names = parseProtectedBranches(raw);
+  const bad = names.find((n) => !/^[A-Za-z0-9._/-]{1,200}$/.test(n) || n.startsWith('-') || n.includes('..'));
+  if (bad !== undefined) throw new ForgeNodeConfigError(`FORGE_PROTECTED_BRANCHES must list branch names (letters, digits, . _ / -), comma-separated, got "${bad.slice(0, 100)}"`);
+  return names;
 }
 
 function replicasSetting(raw: string | undefined): number | 'auto' {

@@ -7,6 +7,8 @@ import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from './config.js';
 import { EventStreamService } from './events/event-stream.service.js';
 import { eventStreamRoute } from './http/event-stream.route.js';
 import { placeInFront } from './http/front-listener.js';
+import { gitHttpRoute } from './git-http/git-http.route.js';
+import { RepoWriteQueue } from '../repo-writes/index.js';
 import { ReposService } from './repos/repos.service.js';
 import { startupFailure } from './startup-failure.js';
 
@@ -38,7 +40,11 @@ async function bootstrap(): Promise<void> {
   // Event streams skip Nest and Express (see eventStreamRoute), with the container's hub and
   // repository service, so both entries to the route share every decision and every client.
   const streams = new EventStreamService(app.get(SseHub), app.get(ReposService));
-  placeInFront(app.getHttpServer(), eventStreamRoute({ secret: config.secret, streams, logger: new Logger('EventStream') }));
+  placeInFront(
+    app.getHttpServer(),
+    eventStreamRoute({ secret: config.secret, streams, logger: new Logger('EventStream') }),
+    gitHttpRoute({ config, repos: app.get(ReposService), queue: app.get(RepoWriteQueue), logger: new Logger('GitHttp') }),
+  );
   // listen(port, host, backlog) reaches server.listen as is; Nest's types only omit the backlog.
   const listen = app.listen.bind(app) as unknown as (port: number, host: string, backlog: number) => Promise<unknown>;
   await listen(config.port, config.host, LISTEN_BACKLOG);

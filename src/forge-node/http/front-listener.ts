@@ -11,12 +11,12 @@ export interface FrontRoute {
 }
 
 /**
- * Puts `route` ahead of the server's request listener (the Nest/Express application, which
+ * Puts `routes` ahead of the server's request listener (the Nest/Express application, which
  * `http.createServer(expressApp)` registered): requests it matches never enter Express, every
  * other request goes to the application as before. It stays one server, so Nest's connection
  * tracking (forceCloseConnections), keep-alive and shutdown cover both.
  */
-export function placeInFront(server: Server, route: FrontRoute): void {
+export function placeInFront(server: Server, ...routes: FrontRoute[]): void {
   const listeners = server.listeners('request') as RequestListener[];
   // Anything else means the adapter changed how it serves requests: better to refuse to start
   // than to put the route in front of only part of the application.
@@ -24,7 +24,9 @@ export function placeInFront(server: Server, route: FrontRoute): void {
   const application = listeners[0]!;
   server.removeListener('request', application);
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    if (route.matches(req)) route.handle(req, res);
-    else application(req, res);
+    for (const route of routes) {
+      if (route.matches(req)) return route.handle(req, res);
+    }
+    application(req, res);
   });
 }
