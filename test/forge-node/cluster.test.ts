@@ -35,29 +35,35 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** `npm start` with `args` on a fresh data dir; `up` resolves with its output once it is ready. */
+function launch(prefix: string, args: string[]) {
+  const dataDir = mkdtempSync(join(tmpdir(), prefix));
+  const child = spawn(process.execPath, [LAUNCHER, ...args, '--data-dir', dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NATS_URL: '', FORGE_SECRET: '' },
+  });
+  const out: string[] = [];
+  createInterface({ input: child.stderr! }).on('line', (l) => out.push(l));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const up = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`cluster did not come up:\n${out.join('\n')}`)), 60_000);
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      out.push(l);
+      if (l.includes('Press Ctrl-C')) {
+        clearTimeout(timer);
+        resolve(out.join('\n'));
+      }
+    });
+  });
+  return { dataDir, child, out, exited, up };
+}
+
 describe('local cluster launcher (npm start)', () => {
   it('starts nats-server and the nodes, prints URLs, monitoring and demo tokens, and Ctrl-C leaves nothing behind', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'forgebus-cluster-'));
-    const child = spawn(process.execPath, [LAUNCHER, '--nodes', '2', '--base-port', '0', '--nats-port', '0', '--monitor-port', '0', '--data-dir', dataDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NATS_URL: '', FORGE_SECRET: '' },
-    });
-    const out: string[] = [];
-    createInterface({ input: child.stderr! }).on('line', (l) => out.push(l));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const { dataDir, child, out, exited, up } = launch('forgebus-cluster-', ['--nodes', '2', '--base-port', '0', '--nats-port', '0', '--monitor-port', '0']);
     let launched: number[] = [];
     try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`cluster did not come up:\n${out.join('\n')}`)), 60_000);
-        createInterface({ input: child.stdout! }).on('line', (l) => {
-          out.push(l);
-          if (l.includes('Press Ctrl-C')) {
-            clearTimeout(timer);
-            resolve();
-          }
-        });
-      });
-      const text = out.join('\n');
+      const text = await up;
       const nodeUrls = [...text.matchAll(/node-\d: (http:\/\/\S+)/g)].map((m) => m[1]!);
       assert.equal(nodeUrls.length, 2, text);
       const monitor = /monitoring: (http:\/\/\S+)/.exec(text)![1]!;
@@ -99,26 +105,9 @@ describe('local cluster launcher (npm start)', () => {
     }
   });
   it('--nats-cluster 3 starts three clustered nats-servers, keeps FORGE_EVENTS on all three, and stops them all', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'forgebus-cluster3-'));
-    const child = spawn(process.execPath, [LAUNCHER, '--nodes', '1', '--base-port', '0', '--nats-port', '0', '--monitor-port', '0', '--route-port', '0', '--nats-cluster', '3', '--data-dir', dataDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NATS_URL: '', FORGE_SECRET: '' },
-    });
-    const out: string[] = [];
-    createInterface({ input: child.stderr! }).on('line', (l) => out.push(l));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const { dataDir, child, out, exited, up } = launch('forgebus-cluster3-', ['--nodes', '1', '--base-port', '0', '--nats-port', '0', '--monitor-port', '0', '--route-port', '0', '--nats-cluster', '3']);
     try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`cluster did not come up:\n${out.join('\n')}`)), 60_000);
-        createInterface({ input: child.stdout! }).on('line', (l) => {
-          out.push(l);
-          if (l.includes('Press Ctrl-C')) {
-            clearTimeout(timer);
-            resolve();
-          }
-        });
-      });
-      const text = out.join('\n');
+      const text = await up;
       assert.match(text, /NATS: 3 clustered servers/);
       const servers = [...text.matchAll(/forgebus-\d (nats:\/\/\S+)\s+monitoring: (http:\/\/\S+)/g)];
       assert.equal(servers.length, 3, text);
