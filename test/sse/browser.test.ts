@@ -144,4 +144,18 @@ describe('web page in headless chromium', () => {
       await context.close();
     }
   });
+  it('the link npm start prints (#token=…) signs in at once and leaves no token in the address bar', async () => {
+    const token = await tokenFor('bob');
+    const context = await browser!.newContext();
+    const page = await context.newPage();
+    try {
+      await page.goto(`${nodes[1]!.url}/#token=${token}`);
+      await page.locator('#user', { hasText: 'bob' }).waitFor({ timeout: 10_000 });
+      assert.equal(await page.locator('#signin').isHidden(), true, 'the sign-in form is gone: signed in');
+      assert.equal(new URL(page.url()).hash, '', 'the token left the address bar');
+      assert.equal((await context.cookies(nodes[1]!.url)).find((c) => c.name === 'forge_token')?.value, token);
+    } finally {
+      await context.close();
+    }
+  });
 });

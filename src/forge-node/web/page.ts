@@ -54,7 +54,7 @@ const SCRIPT = `
   const connection = $('connection'), watching = $('watching'), list = $('events');
   let source = null;
 
-  // A token handed over in the URL fragment (#token=...) fills the form, then leaves the address bar.
+  // A token handed over in the URL fragment (#token=...) fills the form (and signs in, below), then leaves the address bar.
   const fragment = new URLSearchParams(location.hash.slice(1));
   if (fragment.get('token')) {
     tokenInput.value = fragment.get('token');
@@ -201,8 +201,10 @@ const SCRIPT = `
     es.addEventListener('message', show);
   });
 
-  // Already signed in (the cookie is HttpOnly: ask the server who we are).
-  fetch('/api/session').then((res) => res.json()).then((body) => { if (body.user) showSignedIn(body.user); }).catch(() => {});
+  // A token from the link npm start prints signs in at once, as the link promises; otherwise
+  // ask the server who we are (the session cookie is HttpOnly).
+  if (tokenInput.value) signinForm.requestSubmit();
+  else fetch('/api/session').then((res) => res.json()).then((body) => { if (body.user) showSignedIn(body.user); }).catch(() => {});
 })();
 `;
 
