@@ -160,7 +160,7 @@ export async function startNatsServer(options: NatsServerOptions): Promise<Runni
         buffer = buffer.slice(nl + 1);
         options.onLog?.(line);
         lastLines.push(line.replace(/^\[\d+\] [\d/]+ [\d:.]+ /, ''));
-        if (lastLines.length > 5) lastLines.shift();
+        if (lastLines.length > 40) lastLines.shift();
         const client = /Listening for client connections on (\S+):(\d+)/.exec(line);
         if (client) clientPort = Number(client[2]);
         const http = /Starting http monitor on (\S+):(\d+)/.exec(line);
@@ -173,8 +173,14 @@ export async function startNatsServer(options: NatsServerOptions): Promise<Runni
     });
     child.once('exit', (code, signal) => {
       clearTimeout(timeout);
-      const output = [...lastLines, buffer.trim()].filter(Boolean).join(' | ');
-      reject(new NatsServerStartError(`nats-server exited during start-up (code ${code}, signal ${signal}): ${output || 'no output'}`, output));
+      const said = [...lastLines, buffer.trim()].filter(Boolean);
+      // Its reason is the fatal or error line; the lines before it are its start-up banner.
+      const reasons = said.filter((l) => /\[(FTL|ERR)\]/.test(l));
+      const output = (reasons.length > 0 ? reasons : said.slice(-5)).join(' | ');
+      const hint = /address already in use/.test(output)
+        ? '. Another program (a running npm start?) holds that port: stop it, or choose other ports (npm start -- --nats-port, --monitor-port, --route-port)'
+        : '';
+      reject(new NatsServerStartError(`nats-server exited during start-up (code ${code}, signal ${signal}): ${output || 'no output'}${hint}`, output));
     });
   });
   try {

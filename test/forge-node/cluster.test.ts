@@ -36,8 +36,8 @@ function isAlive(pid: number): boolean {
 }
 
 /** `npm start` with `args` on a fresh data dir; `up` resolves with its output once it is ready. */
-function launch(prefix: string, args: string[]) {
-  const dataDir = mkdtempSync(join(tmpdir(), prefix));
+function launch(prefix: string, args: string[], existingDataDir?: string) {
+  const dataDir = existingDataDir ?? mkdtempSync(join(tmpdir(), prefix));
   const child = spawn(process.execPath, [LAUNCHER, ...args, '--data-dir', dataDir], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NATS_URL: '', FORGE_SECRET: '' },
@@ -54,7 +54,12 @@ function launch(prefix: string, args: string[]) {
         resolve(out.join('\n'));
       }
     });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`npm start exited (code ${code}) before it was up:\n${out.join('\n')}`));
+    });
   });
+  up.catch(() => undefined); // a launch expected to fail is judged by its exit code, not awaited
   return { dataDir, child, out, exited, up };
 }
 
@@ -95,6 +100,15 @@ describe('local cluster launcher (npm start)', () => {
       assert.ok(processesMentioning(dataDir).length >= 1, 'nats-server runs with the data dir');
       launched = childrenOf(child.pid!);
       assert.equal(launched.length, 3, 'nats-server and two nodes');
+
+      // A second npm start on the same data directory says what runs there, and starts nothing.
+      const second = launch('', ['--nodes', '2', '--base-port', '0', '--nats-port', '0', '--monitor-port', '0'], dataDir);
+      assert.equal(await second.exited, 1);
+      const said = second.out.join('\n');
+      assert.match(said, new RegExp(`already running from .* \\(pid ${child.pid},`), said);
+      assert.ok(said.includes(nodeUrls[0]!) && said.includes(nodeUrls[1]!), `it names the running nodes: ${said}`);
+      assert.match(said, /--data-dir .* --base-port/, 'and how to run a second one');
+      assert.deepEqual(childrenOf(child.pid!).length, 3, 'the first one is untouched');
     } finally {
       child.kill('SIGINT');
       const code = await exited;

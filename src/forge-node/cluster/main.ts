@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { alreadyRunningMessage, recordRunning, runningCluster } from './instance-lock.js';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -82,6 +83,8 @@ function startNode(id: string, env: NodeJS.ProcessEnv): Promise<RunningNode> {
 }
 
 let stopping = false;
+/** The data directory this launcher recorded itself in (cluster.lock), removed when it stops. */
+let lockedDataDir: string | undefined;
 const nodes: RunningNode[] = [];
 let nats: LocalNats | undefined;
 
@@ -104,6 +107,7 @@ async function stopAll(exitCode: number): Promise<never> {
     ),
   );
   await nats?.stop();
+  if (lockedDataDir) rmSync(join(lockedDataDir, 'cluster.lock'), { force: true });
   console.log('[cluster] stopped');
   process.exit(exitCode);
 }
@@ -122,6 +126,14 @@ async function main(): Promise<void> {
   const opts = program.parse().opts<{ nodes: number; basePort: number; natsPort: number; monitorPort: number; natsCluster: number; routePort: number; dataDir: string; host: string }>();
   const dataDir = resolve(opts.dataDir);
   mkdirSync(dataDir, { recursive: true });
+  const running = runningCluster(dataDir);
+  if (running) {
+    console.error(`[cluster] ${alreadyRunningMessage(dataDir, running)}`);
+    process.exit(1);
+  }
+  lockedDataDir = dataDir;
+  const startedAt = new Date().toISOString();
+  recordRunning(dataDir, { pid: process.pid, startedAt, nodes: [] });
   process.once('SIGINT', () => void stopAll(0));
   process.once('SIGTERM', () => void stopAll(0));
 
@@ -156,6 +168,7 @@ async function main(): Promise<void> {
     };
     nodes.push(await startNode(id, env));
   }
+  recordRunning(dataDir, { pid: process.pid, startedAt, nodes: nodes.map((n) => n.url!), nats: natsUrl });
   const tokens = await Promise.all(DEMO_USERS.map(async (u) => [u, await signUserToken(secret, u)] as const));
   const lines = [
     '',
