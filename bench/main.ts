@@ -16,6 +16,8 @@
  *   writes  queue vs per-repository KV lock, no-op and git writes, 1/10/100 repositories
  * and, for a highly available bus (issue 12):
  *   replicas  ForgeBus.publish acked: 1 server vs a 3-server cluster with 1 and with 3 copies
+ * and, for git over HTTP (issue 13):
+ *   git  pushes/s to 1 and to 20 repositories and clone MB/s through a forge node vs git http-backend
  * and, for the SSE gateway (src/sse; bench/case-sse.ts; `--only sse` runs all three):
  *   sse-latency  publish -> SSE client on another node, 1,000 events/s, 1,000 clients
  *   sse-conns    streams per node process and memory per stream
@@ -31,6 +33,7 @@ import { caseInvalidation } from './case-invalidation.js';
 import { caseCachedReads } from './case-read.js';
 import { caseWrites } from './case-writes.js';
 import { caseReplicas } from './case-replicas.js';
+import { caseGit } from './case-git.js';
 import { caseSseConns, caseSseFanout, caseSseLatency } from './case-sse.js';
 import { CASES as RATE_CASES, type BenchContext, type Row } from './cases.js';
 import { printReport, type Report } from './report.js';
@@ -44,6 +47,7 @@ const CASES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   read: caseCachedReads,
   writes: caseWrites,
   replicas: caseReplicas,
+  git: caseGit,
   'sse-latency': caseSseLatency,
   'sse-conns': caseSseConns,
   'sse-fanout': caseSseFanout,
@@ -69,7 +73,7 @@ interface Options {
 }
 
 function usage(exitCode: number): never {
-  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,f,c0,d0,inv,read,writes,replicas,sse-latency,sse-conns,sse-fanout|sse] [--window W] [--js-window W] [--f-windows W1,W2] [--json]
+  const text = `usage: npm run bench -- [--events N] [--runs R] [--only a,b,c,d,e,f,c0,d0,inv,read,writes,replicas,git,sse-latency,sse-conns,sse-fanout|sse] [--window W] [--js-window W] [--f-windows W1,W2] [--json]
                              [--inv-rates R1,R2] [--inv-seconds S] [--inv-runs R] [--read-seconds S] [--connections N] [--read-db-latency L1,L2]
   --events N     events per measured run (default 100000)
   --runs R       measured runs per case after one warm-up run; the table shows the median (default 5)
@@ -78,6 +82,7 @@ function usage(exitCode: number): never {
                  inv cache invalidation convergence on 3 nodes, read cached vs uncached issue reads over HTTP,
                  writes repository write queue vs a per-repository KV lock,
                  replicas ForgeBus.publish acked on 1 server vs a 3-server cluster with 1 and 3 copies,
+                 git pushes and clones through a forge node vs git http-backend,
                  sse-latency, sse-conns, sse-fanout (or sse: all three) the SSE gateway (settings: bench/case-sse.ts)
   --window W     SDK publishes kept in flight by the bench in c, d, f.sdk, c0, d0 (default 4096, the SDK's maxInFlight)
   --js-window W  js.publish calls kept in flight in b (default 256, its best setting here: 64..4096 tried)
