@@ -109,7 +109,7 @@ export class ForgeBus {
       nc,
       catalog,
       this.events,
-      { ...options.feed, stream: streamName, logger: options.logger ?? consoleLogger },
+      { consumerNamePrefix: `forge_feed_${nodeId}`, ...options.feed, stream: streamName, logger: options.logger ?? consoleLogger },
       // A deleted stream is provisioned again, as at connect (unless this process must not).
       () => (options.provisionStream === false ? Promise.resolve() : ensureEventStream(nc, { ...options.stream, replicas })),
     );

@@ -6,7 +6,7 @@ import type { DeliveredEvent } from './envelope.js';
 import type { EventFactory } from './event-factory.js';
 import { ForgeBusError } from './errors.js';
 import { consoleLogger, RateLimitedLog, type BusLogger } from './logger.js';
-import { checkOptions, fn, integer, logger, nonEmptyString, type OptionRules } from './options.js';
+import { checkOptions, fn, integer, logger, matching, nonEmptyString, type OptionRules } from './options.js';
 import { compileMatcher, type EventFilter, type EventMatcher, type TypePattern } from './patterns.js';
 import { EVENTS_STREAM } from './streams.js';
 import { streamIdentity, StreamWatch, type StreamIdentity } from './stream-watch.js';
@@ -67,6 +67,8 @@ export interface FeedStats {
   stalls: number;
   /** Times the consumer skipped events the stream still held, and was re-opened before them. */
   rewinds: number;
+  /** Events the stream held beyond `lastSeq` at the last check (every `streamCheckMs`): the feed's lag. */
+  behind: number;
 }
 
 export interface EventFeedOptions {
@@ -80,6 +82,11 @@ export interface EventFeedOptions {
   onGap?: (gap: FeedGap) => void;
   /** How often the stream's identity is checked, to notice that it was re-created (default 2000 ms). */
   streamCheckMs?: number;
+  /**
+   * Prefix of the feed consumer's name on the server (nats.js adds a counter): ForgeBus gives
+   * `forge_feed_<nodeId>`, so that /jsz and `nats consumer ls` say whose feed each one is.
+   */
+  consumerNamePrefix?: string;
 }
 
 export const FEED_OPTION_RULES: OptionRules<EventFeedOptions> = {
@@ -89,6 +96,7 @@ export const FEED_OPTION_RULES: OptionRules<EventFeedOptions> = {
   logger,
   onGap: fn,
   streamCheckMs: integer(100, 3_600_000),
+  consumerNamePrefix: matching(/^[A-Za-z0-9_-]{1,64}$/, '1-64 characters of [A-Za-z0-9_-]'),
 };
 
 interface Registration {
@@ -103,7 +111,9 @@ interface Registration {
  * feed notices when the stream could not give it that sequence and reports a gap.
  */
 export class EventFeed {
-  readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0, resets: 0, stalls: 0, rewinds: 0 };
+  readonly stats: FeedStats = { received: 0, delivered: 0, malformed: 0, handlerErrors: 0, gaps: 0, lastSeq: 0, resets: 0, stalls: 0, rewinds: 0, behind: 0 };
+  /** Since when (performance.now()) the feed has been behind the stream without moving; undefined while it keeps up or moves. */
+  private stillSince?: number;
   private readonly registrations: Registration[] = [];
   private readonly gapListeners = new Set<(gap: FeedGap) => void>();
   private readonly resetListeners = new Set<(reset: FeedReset) => void>();
@@ -151,6 +161,11 @@ export class EventFeed {
           await ensureStream();
         },
         position: () => this.stats.lastSeq,
+        progress: (behind, moved) => {
+          this.stats.behind = behind;
+          if (behind === 0 || moved) this.stillSince = undefined;
+          else this.stillSince ??= performance.now();
+        },
         stalled: (behind) => {
           this.stats.stalls++;
           this.logger.warn(`event feed stalled at sequence ${this.stats.lastSeq}, ${behind} event(s) behind the stream: re-opening its consumer`);
@@ -164,6 +179,14 @@ export class EventFeed {
 
   get running(): boolean {
     return this.loop !== undefined && !this.stopping;
+  }
+
+  /**
+   * How long the feed has been behind the stream without processing anything (0 while it keeps
+   * up or moves), as of the last stream check: a feed stuck this long serves stale data.
+   */
+  get stuckForMs(): number {
+    return this.stillSince === undefined ? 0 : Math.round(performance.now() - this.stillSince);
   }
 
   /**
@@ -259,6 +282,7 @@ export class EventFeed {
     const consumer = await jetstream(this.nc, { timeout: OPEN_TIMEOUT_MS }).consumers.get(this.stream, {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: startSeq,
+      ...(this.options.consumerNamePrefix !== undefined && { name_prefix: this.options.consumerNamePrefix }),
     });
     const messages = await consumer.consume({ max_messages: this.options.bufferMessages ?? 1024, ...FAILOVER_PULL });
     void this.followHeartbeats(messages);

@@ -28,6 +28,8 @@ export interface StreamWatchHooks {
   missing(): Promise<void>;
   /** The last sequence the reader processed, to tell a stalled reader from a busy one. */
   position(): number;
+  /** At every check: how far the reader is behind the stream, and whether it moved since the last check. */
+  progress?(behind: number, moved: boolean): void;
   /**
    * The stream holds events beyond `position()` and the reader has not moved for two checks:
    * its consumer is stuck (seen after a server restart: the iterator neither yields nor ends).
@@ -78,7 +80,8 @@ export class StreamWatch {
 
   private checkProgress(now: StreamIdentity): void {
     const position = this.hooks.position();
-    const behind = now.lastSeq - position;
+    const behind = Math.max(0, now.lastSeq - position);
+    this.hooks.progress?.(behind, position !== this.lastPosition);
     this.stillChecks = behind > 0 && position === this.lastPosition ? this.stillChecks + 1 : 0;
     this.lastPosition = position;
     if (this.stillChecks >= 2) {
