@@ -70,7 +70,7 @@ function httpBackend(reposDir: string): Promise<Server & { url: string }> {
 }
 
 /** `clients` clones, each pushing `pushes` commits to its own branch; pushes per second overall. */
-async function pushRate(work: string, remotes: string[], clients: number, pushes: number): Promise<number> {
+async function pushRate(work: string, remotes: string[], clients: number, pushes: number, tag: string): Promise<number> {
   const dirs = await Promise.all(
     Array.from({ length: clients }, async (_, c) => {
       const dir = join(work, `p${c}-${randomBytes(3).toString('hex')}`);
@@ -85,7 +85,7 @@ async function pushRate(work: string, remotes: string[], clients: number, pushes
         writeFileSync(join(dir, `f${i}.txt`), `${c} ${i}\n`);
         await git(dir, ['add', '.']);
         await git(dir, ['commit', '-q', '-m', `bench ${c} ${i}`]);
-        await git(dir, ['push', '-q', 'origin', `HEAD:refs/heads/bench-${c}`]);
+        await git(dir, ['push', '-q', 'origin', `HEAD:refs/heads/bench-${tag}-${c}`]);
       }
     }),
   );
@@ -137,9 +137,9 @@ export async function caseGit(ctx: BenchContext): Promise<Row[]> {
     const plain = (name: string) => `${backend.url}/alice/${name}.git`;
     const rows: string[][] = [];
     const data: Record<string, number> = {};
-    for (const [label, remote] of [['forgebus node (queue)', forge], ['git http-backend (no queue)', plain]] as const) {
-      const one = await pushRate(work, [remote('g0')], 4, 10);
-      const twenty = await pushRate(work, names.map(remote), 20, 5);
+    for (const [label, remote, tag] of [['forgebus node (queue)', forge, 'f'], ['git http-backend (no queue)', plain, 'b']] as const) {
+      const one = await pushRate(work, [remote('g0')], 4, 10, `${tag}1`);
+      const twenty = await pushRate(work, names.map(remote), 20, 5, `${tag}20`);
       const clone = await cloneRate(work, remote('big'), 5, bigBytes);
       log(`git ${label}: ${one.toFixed(1)} pushes/s to 1 repository, ${twenty.toFixed(1)} to 20, clone ${clone.toFixed(0)} MB/s`);
       data[`${label}.one`] = one;
