@@ -155,7 +155,7 @@ export class SseHub {
     };
     this.logger = options.logger ?? consoleLogger;
     this.errorLog = new RateLimitedLog((m) => this.logger.warn(m));
-    this.reader = new StreamRangeReader(bus.nc, bus.streamName);
+    this.reader = new StreamRangeReader(bus.nc, bus.streamName, 512, `forge_replay_${bus.nodeId}`);
     this.replayLimit = pLimit(this.options.maxConcurrentReplays);
   }
 

@@ -22,7 +22,11 @@ export class StreamRangeReader {
     private readonly nc: NatsConnection,
     private readonly stream: string,
     private readonly batch = 512,
+    /** Names its consumers `<prefix>_<n>` (the hub gives `forge_replay_<nodeId>`): monitoring says whose they are. */
+    private readonly namePrefix?: string,
   ) {}
+
+  private count = 0;
 
   private manager(): Promise<JetStreamManager> {
     return (this.jsm ??= jetstreamManager(this.nc).catch((err: unknown) => {
@@ -41,6 +45,7 @@ export class StreamRangeReader {
     if (from > until) return;
     const jsm = await this.manager();
     const info = await jsm.consumers.add(this.stream, {
+      ...(this.namePrefix !== undefined && { name: `${this.namePrefix}_${(this.count++).toString(36)}_${Math.random().toString(36).slice(2, 8)}` }),
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: from,
       ack_policy: AckPolicy.None,
