@@ -127,6 +127,9 @@ export class EventFeed {
   private readonly malformedLog: RateLimitedLog;
   private readonly handlerErrorLog: RateLimitedLog;
   private messages?: ConsumerMessages;
+  /** Consumers opened so far, and a tag of this feed object: parts of each consumer's name. */
+  private opens = 0;
+  private readonly instance = Math.random().toString(36).slice(2, 8);
   private connectionStatus?: AsyncIterable<unknown>;
   private loop?: Promise<void>;
   private stopping = false;
@@ -282,7 +285,10 @@ export class EventFeed {
     const consumer = await jetstream(this.nc, { timeout: OPEN_TIMEOUT_MS }).consumers.get(this.stream, {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: startSeq,
-      ...(this.options.consumerNamePrefix !== undefined && { name_prefix: this.options.consumerNamePrefix }),
+      // Unique per open and per process: nats.js numbers an ordered consumer's names from 1 again
+      // for every new one, and a re-opened feed must not collide with its predecessor (which the
+      // server may still hold), nor with another process of the same node id.
+      ...(this.options.consumerNamePrefix !== undefined && { name_prefix: `${this.options.consumerNamePrefix}_${this.instance}_${(this.opens++).toString(36)}` }),
     });
     const messages = await consumer.consume({ max_messages: this.options.bufferMessages ?? 1024, ...FAILOVER_PULL });
     void this.followHeartbeats(messages);
