@@ -13,7 +13,7 @@
 export { ForgeBus, type ForgeBusOptions, type PublishedEvent } from './bus/bus.js';
 export { DEFAULT_NATS_URL, type BusConnectionOptions, type BusCredentials } from './bus/connection.js';
 export { EVENTS_STREAM, EVENT_STREAM_DEFAULTS, type EventStreamOptions, type ProvisionResult } from './bus/streams.js';
-export type { PublishAck, PublisherOptions, EventPublisher } from './bus/publisher.js';
+export type { AckedPublish, PublishAck, PublisherOptions, EventPublisher } from './bus/publisher.js';
 export type { EventFeed, EventFeedOptions, EventHandler, FeedGap, FeedReset, FeedStats, FeedSubscription } from './bus/feed.js';
 export type { EventFilter, TypePattern } from './bus/patterns.js';
 export { silentLogger, type BusLogger } from './bus/logger.js';

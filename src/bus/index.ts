@@ -110,6 +110,7 @@ export {
 export {
   PUBLISHER_OPTION_RULES,
   EventPublisher,
+  type AckedPublish,
   type PublishAck,
   type PublisherOptions,
   type PublisherStats,

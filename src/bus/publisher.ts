@@ -53,6 +53,10 @@ interface Pending {
   deadline: number;
   /** Publish order, so that re-sends after a reconnect go out in the original order. */
   order: number;
+  /** The event's type, when published as an envelope (for the acked listeners). */
+  type?: string;
+  /** performance.now() of the publish call. */
+  startedAt: number;
   /**
    * Until when "no stream answered" is taken for a stream leader election in progress (re-sent)
    * rather than for a missing stream (failed): the publish's whole budget of attempts.
@@ -95,6 +99,16 @@ export interface PublisherStats {
 /** Delay before an unanswered attempt is sent again (the sweeper's tick rounds it up). */
 const LEADER_RETRY_MS = 100;
 
+/** An acknowledged publish, as told to `onAcked` listeners. */
+export interface AckedPublish {
+  /** The event type (undefined for publishRaw without one). */
+  type?: string;
+  /** From the publish call to the ack, re-sends included. */
+  seconds: number;
+  /** The stream had it already (a retry within the duplicate window). */
+  duplicate: boolean;
+}
+
 export class EventPublisher {
   readonly stats: PublisherStats = { resends: 0, reordered: 0, refusedFull: 0, leaderWaits: 0 };
   /** Publish order and stream sequence of the latest-published event acknowledged so far. */
@@ -108,6 +122,7 @@ export class EventPublisher {
   private subscription?: Subscription;
   private readonly pending = new Map<string, Pending>();
   private readonly waitingForRoom: (() => void)[] = [];
+  private readonly ackedListeners = new Set<(ack: AckedPublish) => void>();
   private sweeper?: NodeJS.Timeout;
   private statusWatch?: AsyncIterable<Status>;
   private nextToken = 0;
@@ -137,11 +152,21 @@ export class EventPublisher {
   /** Publishes one envelope on `subject`; resolves once JetStream stored it. */
   publish(subject: string, envelope: EventEnvelope): Promise<PublishAck> {
     // Buffer.from is several times faster than TextEncoder.encode for short strings on Node 20.
-    return this.publishRaw(subject, envelope.id, Buffer.from(JSON.stringify(envelope)));
+    return this.publishRaw(subject, envelope.id, Buffer.from(JSON.stringify(envelope)), envelope.type);
+  }
+
+  /**
+   * Adds a listener told of every acknowledged publish: its event type (when known), the time
+   * from the publish call to the ack, and whether the stream had it already. For metrics; a
+   * listener that throws is ignored.
+   */
+  onAcked(listener: (ack: AckedPublish) => void): () => void {
+    this.ackedListeners.add(listener);
+    return () => this.ackedListeners.delete(listener);
   }
 
   /** Publishes pre-encoded envelope bytes (the outbox stores them encoded). */
-  publishRaw(subject: string, eventId: string, data: Uint8Array): Promise<PublishAck> {
+  publishRaw(subject: string, eventId: string, data: Uint8Array, type?: string): Promise<PublishAck> {
     // Not async: this is the hot path, and the common case (room in the window) needs no await.
     if (this.closed) return Promise.reject(closedError());
     this.ensureSubscribed();
@@ -158,19 +183,19 @@ export class EventPublisher {
           ),
         );
       }
-      return this.publishWhenRoom(subject, eventId, data);
+      return this.publishWhenRoom(subject, eventId, data, type);
     }
     return new Promise<PublishAck>((resolve, reject) => {
-      this.send({ subject, eventId, data, attempts: 0, deadline: 0, order: this.nextOrder++, resolve, reject });
+      this.send({ subject, eventId, data, attempts: 0, deadline: 0, order: this.nextOrder++, type, startedAt: performance.now(), resolve, reject });
     });
   }
 
-  private async publishWhenRoom(subject: string, eventId: string, data: Uint8Array): Promise<PublishAck> {
+  private async publishWhenRoom(subject: string, eventId: string, data: Uint8Array, type?: string): Promise<PublishAck> {
     while (this.pending.size >= this.maxInFlight) {
       await new Promise<void>((resolve) => this.waitingForRoom.push(resolve));
       if (this.closed) throw closedError();
     }
-    return this.publishRaw(subject, eventId, data);
+    return this.publishRaw(subject, eventId, data, type);
   }
 
   /** Stops accepting publishes and fails those still waiting for an ack. */
@@ -275,6 +300,16 @@ export class EventPublisher {
       return;
     }
     this.checkOrder(entry, ack.seq, ack.duplicate === true);
+    if (this.ackedListeners.size > 0) {
+      const acked: AckedPublish = { type: entry.type, seconds: (performance.now() - entry.startedAt) / 1000, duplicate: ack.duplicate === true };
+      for (const listener of this.ackedListeners) {
+        try {
+          listener(acked);
+        } catch {
+          // a metrics listener must not fail a publish
+        }
+      }
+    }
     entry.resolve({ seq: ack.seq, duplicate: ack.duplicate === true });
   }
 

@@ -14,6 +14,7 @@ import { ForgeAccessPolicy } from './events/forge-access.policy.js';
 import { GitController } from './git/git.controller.js';
 import { GitWriteHandlers } from './git/repo-writes.service.js';
 import { PushHandler } from './git-http/push.handler.js';
+import { ForgeMetrics, MetricsController } from './metrics/metrics.controller.js';
 import { WritesController } from './git/writes.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { JsonBodyMiddleware } from './http/json-body.middleware.js';
@@ -113,6 +114,7 @@ export const forgeCoreImports = [
   ],
   controllers: [
     HealthController,
+    MetricsController,
     NodesController,
     CronController,
     CacheController,
@@ -138,6 +140,7 @@ export const forgeCoreImports = [
     ForgeAccessPolicy,
     GitWriteHandlers,
     PushHandler,
+    ForgeMetrics,
     RepoStatsJob,
     ForgeEventsService,
     ReposService,

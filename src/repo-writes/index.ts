@@ -12,6 +12,7 @@ export {
   type RepoWriteHandler,
   type RepoWriteQueueOptions,
   type RepoWriteQueueStats,
+  type RanWrite,
   type SubmitOptions,
 } from './write-queue.js';
 export { DEFAULT_PARTITIONS, WRITES_STREAM, partitionOf } from './partitions.js';

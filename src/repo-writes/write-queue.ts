@@ -110,6 +110,15 @@ export interface RepoWriteQueueStats {
   partitions: Record<number, PartitionStats>;
 }
 
+/** A write run by this process's workers, as told to `onApplied` listeners. */
+export interface RanWrite {
+  operation: string;
+  /** How long its handler ran. */
+  seconds: number;
+  /** `applied`; `failed` for good (permanent, or the last delivery); `retried` (delivered again). */
+  outcome: 'applied' | 'failed' | 'retried';
+}
+
 export const RESULTS_BUCKET = 'FORGE_WRITE_RESULTS';
 /** How long an outcome's record is retried while its bucket has no leader. */
 const RECORD_BUDGET_MS = 30_000;
@@ -145,6 +154,7 @@ export class RepoWriteQueue {
   private readonly workers: PartitionWorker[] = [];
   private stopping = false;
   private readonly counters = { submitted: 0, malformed: 0 };
+  private readonly appliedListeners = new Set<(write: RanWrite) => void>();
   private readonly perPartition = new Map<number, PartitionStats>();
 
   constructor(
@@ -353,6 +363,7 @@ export class RepoWriteQueue {
       });
       stats.applyMsTotal += performance.now() - started;
       stats.applied++;
+      this.notifyApplied(write.operation, started, 'applied');
       await this.finish(msg, write, { ok: true, result: result ?? null });
     } catch (err) {
       stats.applyMsTotal += performance.now() - started;
@@ -360,14 +371,38 @@ export class RepoWriteQueue {
       const permanent = err instanceof PermanentWriteError;
       if (permanent || deliveries >= this.maxDeliver) {
         stats.failed++;
+        this.notifyApplied(write.operation, started, 'failed');
         await this.finish(msg, write, { ok: false, error, deliveries, status: permanent ? err.status : undefined });
       } else {
         this.errorLog.line(`repository write ${write.id} (${write.operation} on ${write.repo.owner}/${write.repo.name}) failed, attempt ${deliveries}/${this.maxDeliver}: ${error}`);
+        this.notifyApplied(write.operation, started, 'retried');
         msg.nak(this.retryDelayMs);
       }
     } finally {
       clearInterval(heartbeat);
       stats.inFlight--;
+    }
+  }
+
+  /**
+   * Adds a listener told of every write this process's workers ran: its operation, how long the
+   * handler took and how it ended (applied, failed for good, or to be retried). For metrics; a
+   * listener that throws is ignored.
+   */
+  onApplied(listener: (write: RanWrite) => void): () => void {
+    this.appliedListeners.add(listener);
+    return () => this.appliedListeners.delete(listener);
+  }
+
+  private notifyApplied(operation: string, started: number, outcome: RanWrite['outcome']): void {
+    if (this.appliedListeners.size === 0) return;
+    const ran: RanWrite = { operation, seconds: (performance.now() - started) / 1000, outcome };
+    for (const listener of this.appliedListeners) {
+      try {
+        listener(ran);
+      } catch {
+        // a metrics listener must not fail a write
+      }
     }
   }
 
