@@ -75,8 +75,7 @@ export function forgeMetrics(sources: MetricSources): Registry {
   following(registry, 'forgebus_feed_gaps_total', 'Times the feed found events it can no longer read', [], () => ({ value: bus.feed.stats.gaps }));
   following(registry, 'forgebus_publish_resends_total', 'Publishes sent again (ack timeout, reconnect, leader election)', [], () => ({ value: bus.publisher.stats.resends + bus.publisher.stats.leaderWaits }));
 
-  const connected = new Gauge({ name: 'forgebus_nats_connected', help: '1 while the NATS connection is up', registers: [registry], collect() { this.set(bus.connected ? 1 : 0); } });
-  void connected;
+  new Gauge({ name: 'forgebus_nats_connected', help: '1 while the NATS connection is up', registers: [registry], collect() { this.set(bus.connected ? 1 : 0); } });
   const reconnects = new Counter({ name: 'forgebus_nats_reconnects_total', help: 'Reconnections of this node\'s NATS connection', registers: [registry] });
   bus.onStatus((status) => {
     if (status.type === 'reconnect') reconnects.inc();
