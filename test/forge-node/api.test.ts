@@ -125,6 +125,19 @@ describe('example forge node, end to end (2 node processes, real nats-server, sh
     assert.deepEqual(events.map((e) => [e.envelope.type, e.envelope.origin]), [['repo.created', 'node-a'], ['repo.deleted', 'node-b']]);
   });
 
+  it('deletes a repository while commits to it are still being applied: 204, never a 500, nothing left behind', async () => {
+    for (let round = 0; round < 5; round++) {
+      const name = `racing-${round}`;
+      assert.equal((await alice('POST', '/api/repos', { name })).status, 201);
+      const commits = Array.from({ length: 8 }, (_, i) => alice('POST', `/api/repos/alice/${name}/commits`, { branch: 'main', path: `f${i}.txt`, content: `${i}`, message: `c${i}` }));
+      await new Promise((r) => setTimeout(r, 20 * round)); // delete at different points of the commits
+      const deleted = await aliceOnB('DELETE', `/api/repos/alice/${name}`);
+      assert.equal(deleted.status, 204, `round ${round}: ${JSON.stringify(deleted.body)}`);
+      for (const res of await Promise.all(commits)) assert.ok(res.status < 500, `round ${round}: a commit answered ${res.status} ${JSON.stringify(res.body)}`);
+      assert.equal(existsSync(join(dataDir, 'repos', 'alice', `${name}.git`)), false, `round ${round}: the repository is gone`);
+    }
+  });
+
   it('serves the issue routes and publishes each mutation once, in order, for every node', async () => {
     assert.equal((await alice('POST', '/api/repos', { name: 'tracker' })).status, 201);
     const one = await alice('POST', '/api/repos/alice/tracker/issues', { title: 'first', body: 'hello' });
