@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { removeRepo } from '../../src/forge-node/git/bare-repos.js';
+import { commitFile, GitCommandError } from '../../src/forge-node/git/git-writes.js';
 
 describe('removing a repository', () => {
   it('succeeds while something keeps writing into it (a write racing the delete), and frees the name', async () => {
@@ -31,5 +32,12 @@ describe('removing a repository', () => {
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
+  });
+  it('a commit to a repository deleted under it fails as a write, without ending the process (git exits before reading its input)', async () => {
+    const gone = join(tmpdir(), `forgebus-gone-${process.pid}.git`);
+    await assert.rejects(
+      commitFile(gone, { writeId: 'w1', branch: 'main', path: 'big.bin', content: 'x'.repeat(4 * 1024 * 1024), message: 'big', author: 'alice', date: new Date().toISOString() }),
+      (err: unknown) => err instanceof GitCommandError,
+    );
   });
 });

@@ -82,6 +82,10 @@ function gitWithInput(repo: string, args: string[], input: string | Buffer, env:
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('error', (error) => reject(gitFailure(args, error, err)));
     child.on('close', (code) => (code === 0 ? resolve(out.trim()) : reject(gitFailure(args, { code }, err))));
+    // git may exit before it read its input (the repository was deleted under it): the write to
+    // its stdin then fails with EPIPE, which must not become an uncaught error that ends the
+    // node. The exit code above reports the failure.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(input);
   });
 }
