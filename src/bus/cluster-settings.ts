@@ -36,7 +36,8 @@ export class SettingsDriftError extends ForgeBusError {
   }
 }
 
-async function settingsBucket(nc: NatsConnection): Promise<KV> {
+/** The FORGE_SETTINGS bucket (created when missing). */
+export async function settingsBucket(nc: NatsConnection): Promise<KV> {
   return new Kvm(nc).create(SETTINGS_BUCKET, { history: 1 });
 }
 

@@ -1,7 +1,7 @@
 import { jetstreamManager, JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { SETTINGS_BUCKET, SettingsDriftError } from './cluster-settings.js';
+import { recordSetting, SETTINGS_BUCKET, SettingsDriftError, settingsBucket } from './cluster-settings.js';
 import { ForgeBusError } from './errors.js';
 
 /**
@@ -47,10 +47,6 @@ export function visibleServers(nc: NatsConnection): number {
   const info = nc.info;
   if (!info?.cluster) return 1;
   return Math.max(1, new Set(info.connect_urls ?? []).size);
-}
-
-async function settingsBucket(nc: NatsConnection): Promise<KV> {
-  return new Kvm(nc).create(SETTINGS_BUCKET, { history: 1 });
 }
 
 async function recordedReplicas(kv: KV): Promise<{ value: number; revision: number } | undefined> {
@@ -227,6 +223,6 @@ export async function rescaleCluster(nc: NatsConnection, replicas: number, event
       throw err;
     }
   }
-  await (await settingsBucket(nc)).put(REPLICAS_SETTING, JSON.stringify(replicas));
+  await recordSetting(nc, REPLICAS_SETTING, replicas);
   return results;
 }
