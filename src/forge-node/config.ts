@@ -23,6 +23,13 @@ export interface ForgeNodeConfig {
   /** FORGE_REPLICAS: copies of every forgebus stream and bucket, 1-5 or auto (default: min(3, NATS servers)). */
   replicas: number | 'auto';
   dataDir: string;
+  /**
+   * FORGE_DATABASE_URL: a PostgreSQL URL (postgres://user:password@host:port/db) for a cluster on
+   * several machines; unset, the nodes share SQLite in `<dataDir>/forge.db` (one machine only).
+   */
+  databaseUrl?: string;
+  /** NATS_MONITOR_URL: the NATS servers' monitoring endpoints (comma-separated http URLs), shown on the operations view. */
+  natsMonitorUrls: string[];
   secret: string;
   /** FORGE_EVENTS max_age (FORGE_EVENTS_MAX_AGE_MS); undefined = the SDK default (7 days). */
   eventsMaxAgeMs?: number;
@@ -119,6 +126,8 @@ export function loadForgeNodeConfig(env: Record<string, unknown> = process.env):
     nats: natsSettings(env),
     replicas: replicasSetting(str('FORGE_REPLICAS')),
     dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),
+    databaseUrl: databaseUrl(str('FORGE_DATABASE_URL')),
+    natsMonitorUrls: monitorUrls(str('NATS_MONITOR_URL')),
     secret,
     eventsMaxAgeMs: int('FORGE_EVENTS_MAX_AGE_MS', undefined, 1),
     cache: { disconnectedReads, maxEntries: int('FORGE_CACHE_MAX_ENTRIES', 10_000, 0)! },
@@ -159,6 +168,35 @@ function protectedBranches(raw: string | undefined): string[] {
   const bad = names.find((n) => !/^[A-Za-z0-9._/-]{1,200}$/.test(n) || n.startsWith('-') || n.includes('..'));
   if (bad !== undefined) throw new ForgeNodeConfigError(`FORGE_PROTECTED_BRANCHES must list branch names (letters, digits, . _ / -), comma-separated, got "${bad.slice(0, 100)}"`);
   return names;
+}
+
+function databaseUrl(raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ForgeNodeConfigError('FORGE_DATABASE_URL must be a URL like postgres://user:password@host:5432/forge');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    // The value may hold a password: only its scheme is repeated.
+    throw new ForgeNodeConfigError(`FORGE_DATABASE_URL must be a postgres:// URL (unset, the nodes share SQLite in FORGE_DATA_DIR), got a ${url.protocol} URL`);
+  }
+  return raw;
+}
+
+function monitorUrls(raw: string | undefined): string[] {
+  const urls = (raw ?? '').split(',').map((u) => u.trim()).filter(Boolean);
+  for (const u of urls) {
+    let ok = false;
+    try {
+      ok = ['http:', 'https:'].includes(new URL(u).protocol);
+    } catch {
+      /* not a URL */
+    }
+    if (!ok) throw new ForgeNodeConfigError(`NATS_MONITOR_URL must list http(s) URLs of NATS monitoring ports, comma-separated (e.g. http://127.0.0.1:8222), got "${u.slice(0, 100)}"`);
+  }
+  return urls;
 }
 
 function replicasSetting(raw: string | undefined): number | 'auto' {
