@@ -62,6 +62,7 @@ export {
 
 // The transactional outbox.
 export { OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats, type OutboxRow, type OutboxStore } from './bus/outbox.js';
+export { PostgresOutboxStore, type PgQueryable, type PostgresOutboxStoreOptions } from './bus/outbox-postgres.js';
 
 // Settings every node of a cluster must agree on (recorded by the first node).
 export { SETTINGS_BUCKET, SettingsDriftError, type ClusterSetting, type SettingValue } from './bus/cluster-settings.js';

@@ -100,6 +100,7 @@ export {
   type OutboxRelayOptions,
   type OutboxRelayStats,
 } from './outbox.js';
+export { PostgresOutboxStore, type PgQueryable, type PostgresOutboxStoreOptions } from './outbox-postgres.js';
 export {
   compileTypePattern,
   compileMatcher,

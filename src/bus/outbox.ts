@@ -15,9 +15,13 @@ export interface OutboxRow {
  * Where a forge keeps events it committed together with its own data. `append` must run inside
  * the caller's database transaction: that is the whole point (the change and its event commit
  * or roll back together). The relay reads and removes rows outside of it.
+ *
+ * `Transaction` is what `append` needs to write in the caller's transaction: nothing for a store
+ * bound to one connection (SQLite), the transaction's client for a pooled database
+ * (`PostgresOutboxStore.append(envelope, client)`).
  */
-export interface OutboxStore {
-  append(envelope: EventEnvelope): void | Promise<void>;
+export interface OutboxStore<Transaction = void> {
+  append(envelope: EventEnvelope, transaction: Transaction): void | Promise<void>;
   /**
    * The oldest rows this node should relay: those it recorded itself, plus rows of any origin
    * older than `orphanBefore` (another node died before relaying them) — except rows of
@@ -78,7 +82,8 @@ export class OutboxRelay {
   private cautious = false;
 
   constructor(
-    private readonly store: OutboxStore,
+    // The relay only reads and removes, whatever a store's transactions are.
+    private readonly store: OutboxStore<never>,
     private readonly publisher: EventPublisher,
     private readonly factory: EventFactory,
     options: OutboxRelayOptions = {},

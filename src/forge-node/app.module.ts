@@ -6,7 +6,7 @@ import { TerminusModule } from '@nestjs/terminus';
 import { ClusterModule, ForgeBusModule, ForgeCacheModule, RepoWritesModule, SseModule } from '../nest/index.js';
 import { AuthGuard } from './auth/auth.guard.js';
 import { FORGE_NODE_CONFIG, loadForgeNodeConfig, type ForgeNodeConfig } from './config.js';
-import { DATABASE, openDatabase, type Db } from './db/database.js';
+import { DATABASE, openDatabase } from './db/database.js';
 import { DbLatency } from './db/latency.js';
 import { CacheController } from './cache/cache.controller.js';
 import { EventsController } from './events/events.controller.js';
@@ -45,7 +45,7 @@ export const configProvider = {
 export const databaseProvider: Provider = {
   provide: DATABASE,
   inject: [FORGE_NODE_CONFIG],
-  useFactory: (config: ForgeNodeConfig) => openDatabase(config.dataDir),
+  useFactory: (config: ForgeNodeConfig) => openDatabase(config),
 };
 
 export const forgeCoreImports = [
@@ -155,4 +155,3 @@ export class ForgeNodeModule implements NestModule {
   }
 }
 
-export type { Db };

@@ -1,20 +1,21 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually } from '../support/nats.js';
+import { TEST_DATABASES } from '../support/database.js';
 import { Cluster, titleOn, type ClusterNode } from './cluster.js';
 
 /**
  * Issue 3, "Done when" 1 and 2: three real forge node processes on one real nats-server and one
  * shared database. Node 3 reaches NATS through a proxy, so it can be cut off alone.
  */
-describe('cache invalidation across 3 node processes', () => {
+for (const kind of TEST_DATABASES) describe(`cache invalidation across 3 node processes (${kind})`, () => {
   let cluster: Cluster;
   let n1: ClusterNode;
   let n2: ClusterNode;
   let n3: ClusterNode;
 
   before(async () => {
-    cluster = await Cluster.start({ count: 3, proxied: [3] });
+    cluster = await Cluster.start({ count: 3, proxied: [3], database: kind });
     [n1, n2, n3] = cluster.nodes as [ClusterNode, ClusterNode, ClusterNode];
     assert.equal((await n1.api('POST', '/api/repos', { name: 'web' })).status, 201);
     for (let i = 1; i <= 4; i++) {

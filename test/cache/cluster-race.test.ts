@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { TEST_DATABASES } from '../support/database.js';
 import { Cluster, sleep, titleOn, type ClusterNode } from './cluster.js';
 
 /** Database latency of every node: a read is answered this long after it was made. */
@@ -14,14 +15,14 @@ const UPDATES_PER_ROUND = 2;
  * database reads take DB_LATENCY_MS (FORGE_DB_LATENCY_MS). Checked by hand: with
  * TaggedCache.set ignoring its ticket, nodes keep an old title forever and this test fails.
  */
-describe('fill/invalidate race across 3 node processes', () => {
+for (const kind of TEST_DATABASES) describe(`fill/invalidate race across 3 node processes (${kind})`, () => {
   let cluster: Cluster;
   const path = '/api/repos/alice/web/issues/1';
   let updates = 0;
   let reads = 0;
 
   before(async () => {
-    cluster = await Cluster.start({ count: 3, env: { FORGE_DB_LATENCY_MS: String(DB_LATENCY_MS) } });
+    cluster = await Cluster.start({ count: 3, env: { FORGE_DB_LATENCY_MS: String(DB_LATENCY_MS) }, database: kind });
     const n1 = cluster.node(1);
     assert.equal((await n1.api('POST', '/api/repos', { name: 'web' })).status, 201);
     assert.equal((await n1.api('POST', '/api/repos/alice/web/issues', { title: 'initial' })).status, 201);
@@ -56,7 +57,7 @@ describe('fill/invalidate race across 3 node processes', () => {
   /** After the last update returned and a settle: every node returns the latest title, `times` times. */
   async function assertConverged(t: { diagnostic(m: string): void }, phase: string, times = 20): Promise<void> {
     await cluster.settleAll(); // every event is in the stream and applied on every node
-    const latest = cluster.query<{ title: string }>('SELECT title FROM issues WHERE owner = ? AND name = ? AND number = ?', 'alice', 'web', 1).title;
+    const latest = (await cluster.query<{ title: string }>('SELECT title FROM issues WHERE owner = ? AND name = ? AND number = ?', 'alice', 'web', 1))!.title;
     const stale: string[] = [];
     for (const node of cluster.nodes) {
       const wrong = new Map<string, number>();

@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager, type StreamInfo } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import Database from 'better-sqlite3';
 import type { ForgeCacheStats } from '../../src/cache/index.js';
 import { apiClient, startForgeNode, tokenFor, type TestForgeNode } from '../support/forge-node.js';
 import { eventually, startTestNats, type TestNats } from '../support/nats.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
+import { openTestDatabase, type TestDatabase, type TestDatabaseKind } from '../support/database.js';
 
 export type Api = ReturnType<typeof apiClient>;
 
@@ -22,22 +22,25 @@ export interface ClusterNode {
 }
 
 /**
- * A real nats-server, one shared data dir (SQLite + repositories) and `count` forge node
- * processes. Nodes listed in `proxied` reach NATS through their own TcpProxy (cut one node while
+ * A real nats-server, one shared data dir (repositories, and SQLite unless `database` is
+ * postgres: then a real PostgreSQL server) and `count` forge node processes. Nodes listed in `proxied` reach NATS through their own TcpProxy (cut one node while
  * the server and the others keep running). Everything is stopped and removed by `dispose()`.
  */
 export class Cluster {
   readonly nodes: ClusterNode[] = [];
   private nc?: NatsConnection;
+  database?: TestDatabase;
 
   private constructor(
     readonly nats: TestNats,
     readonly dataDir: string,
   ) {}
 
-  static async start(options: { count?: number; env?: Record<string, string>; proxied?: number[] } = {}): Promise<Cluster> {
+  static async start(options: { count?: number; env?: Record<string, string>; proxied?: number[]; database?: TestDatabaseKind } = {}): Promise<Cluster> {
     const cluster = new Cluster(await startTestNats(), mkdtempSync(join(tmpdir(), 'forgebus-cache-data-')));
     try {
+      cluster.database = await openTestDatabase(options.database ?? 'sqlite', cluster.dataDir);
+      const env = { ...options.env, ...cluster.database.env };
       const token = await tokenFor('alice');
       const count = options.count ?? 3;
       // One at a time: the first one provisions the stream, and start-up is CPU-heavy.
@@ -45,7 +48,7 @@ export class Cluster {
         const proxy = options.proxied?.includes(index) ? await TcpProxy.start(cluster.nats.port) : undefined;
         const node = { index, proxy } as ClusterNode;
         cluster.nodes.push(node);
-        node.process = await startForgeNode({ id: `cache-node-${index}`, natsUrl: proxy?.url ?? cluster.nats.url, dataDir: cluster.dataDir, env: options.env });
+        node.process = await startForgeNode({ id: `cache-node-${index}`, natsUrl: proxy?.url ?? cluster.nats.url, dataDir: cluster.dataDir, env });
         node.api = apiClient(node.process.url, token);
         node.stats = async () => {
           const res = await node.api('GET', '/api/cache/stats');
@@ -87,25 +90,15 @@ export class Cluster {
   /** Waits until every event recorded so far is in the stream and applied on every node (of `nodes`); returns its sequence. */
   async settleAll(nodes: ClusterNode[] = this.nodes, timeoutMs = 10_000): Promise<number> {
     // The outbox relays after the commit: wait until nothing is left in it.
-    const db = new Database(join(this.dataDir, 'forge.db'), { readonly: true, fileMustExist: true });
-    try {
-      await eventually(() => (db.prepare('SELECT COUNT(*) AS n FROM outbox').get() as { n: number }).n === 0, timeoutMs, 'the outbox to drain');
-    } finally {
-      db.close();
-    }
+    await eventually(async () => (await this.query<{ n: number }>('SELECT CAST(COUNT(*) AS INTEGER) AS n FROM outbox'))!.n === 0, timeoutMs, 'the outbox to drain');
     const seq = (await this.streamState()).last_seq;
     await this.settled(seq, nodes, timeoutMs);
     return seq;
   }
 
   /** Reads a row straight from the shared database (the truth, bypassing every node). */
-  query<T>(sql: string, ...params: unknown[]): T {
-    const db = new Database(join(this.dataDir, 'forge.db'), { readonly: true, fileMustExist: true });
-    try {
-      return db.prepare(sql).get(...params) as T;
-    } finally {
-      db.close();
-    }
+  query<T>(sql: string, ...params: unknown[]): Promise<T | undefined> {
+    return this.database!.query<T>(sql, params);
   }
 
   async dispose(): Promise<void> {
@@ -113,6 +106,7 @@ export class Cluster {
     await Promise.all(this.nodes.map((n) => n.process?.stop()));
     await Promise.all(this.nodes.map((n) => n.proxy?.close()));
     await this.nats.dispose();
+    await this.database?.dispose();
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 }

@@ -7,10 +7,12 @@ import { connect } from '@nats-io/transport-node';
 import { ForgeBus, silentLogger, type DeliveredEvent } from '../../src/bus/index.js';
 import { apiClient, startForgeNode, tokenFor, type TestForgeNode } from '../support/forge-node.js';
 import { eventually, startTestNats, type TestNats } from '../support/nats.js';
+import { openTestDatabase, TEST_DATABASES, type TestDatabase } from '../support/database.js';
 
-describe('example forge node, end to end (2 node processes, real nats-server, shared SQLite)', () => {
+for (const kind of TEST_DATABASES) describe(`example forge node, end to end (2 node processes, real nats-server, shared ${kind === 'sqlite' ? 'SQLite' : 'PostgreSQL'})`, () => {
   let nats: TestNats;
   let dataDir: string;
+  let database: TestDatabase | undefined;
   let nodeA: TestForgeNode;
   let nodeB: TestForgeNode;
   let watcher: ForgeBus;
@@ -23,8 +25,9 @@ describe('example forge node, end to end (2 node processes, real nats-server, sh
   before(async () => {
     nats = await startTestNats();
     dataDir = mkdtempSync(join(tmpdir(), 'forgebus-data-'));
-    nodeA = await startForgeNode({ id: 'node-a', natsUrl: nats.url, dataDir });
-    nodeB = await startForgeNode({ id: 'node-b', natsUrl: nats.url, dataDir });
+    database = await openTestDatabase(kind, dataDir);
+    nodeA = await startForgeNode({ id: 'node-a', natsUrl: nats.url, dataDir, env: database.env });
+    nodeB = await startForgeNode({ id: 'node-b', natsUrl: nats.url, dataDir, env: database.env });
     watcher = await ForgeBus.connect({ nodeId: 'watcher', connection: { servers: nats.url }, logger: silentLogger });
     watcher.on('*', (e) => {
       seen.push(e);
@@ -41,6 +44,7 @@ describe('example forge node, end to end (2 node processes, real nats-server, sh
     await watcher?.close();
     await Promise.all([nodeA?.stop(), nodeB?.stop()]);
     await nats?.dispose();
+    await database?.dispose();
     rmSync(dataDir, { recursive: true, force: true });
   });
 
@@ -88,6 +92,8 @@ describe('example forge node, end to end (2 node processes, real nats-server, sh
     assert.equal((await alice('POST', '/api/repos', { name: 'web' })).status, 201);
     assert.equal((await alice('POST', '/api/repos', { name: 'web' })).status, 409);
     assert.equal((await bobOnB('GET', '/api/repos/alice/web')).status, 200);
+    // The record is in the database under test (PostgreSQL: not some SQLite file beside it).
+    assert.deepEqual(await database!.query('SELECT owner, private FROM repos WHERE owner = ? AND name = ?', ['alice', 'web']), { owner: 'alice', private: 0 });
 
     const created = await alice('POST', '/api/repos', { name: 'secret.repo', private: true });
     assert.equal(created.status, 201);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { CronScheduler } from '../../cluster/index.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
-import { DATABASE, type Db } from '../db/database.js';
+import { DATABASE, type ForgeDatabase } from '../db/database.js';
 import { repoPath } from '../git/bare-repos.js';
 
 /** Bytes of every file below `dir` (an iterative walk: repositories can be deep). */
@@ -32,7 +32,7 @@ export class RepoStatsJob implements OnApplicationBootstrap {
 
   constructor(
     private readonly cron: CronScheduler,
-    @Inject(DATABASE) private readonly db: Db,
+    @Inject(DATABASE) private readonly db: ForgeDatabase,
     @Inject(FORGE_NODE_CONFIG) private readonly config: ForgeNodeConfig,
   ) {}
 
@@ -41,17 +41,16 @@ export class RepoStatsJob implements OnApplicationBootstrap {
   }
 
   async run(): Promise<number> {
-    const repos = this.db.prepare('SELECT owner, name FROM repos').all() as { owner: string; name: string }[];
-    const count = this.db.prepare("SELECT COUNT(*) AS n FROM issues WHERE owner = ? AND name = ? AND state = 'open'");
-    const upsert = this.db.prepare(
-      'INSERT INTO repo_stats (owner, name, open_issues, size_bytes, computed_at) VALUES (?, ?, ?, ?, ?) ' +
-        'ON CONFLICT (owner, name) DO UPDATE SET open_issues = excluded.open_issues, size_bytes = excluded.size_bytes, computed_at = excluded.computed_at',
-    );
+    const repos = await this.db.all<{ owner: string; name: string }>('SELECT owner, name FROM repos');
     for (const { owner, name } of repos) {
-      const open = (count.get(owner, name) as { n: number }).n;
+      const open = (await this.db.get<{ n: number }>("SELECT CAST(COUNT(*) AS INTEGER) AS n FROM issues WHERE owner = ? AND name = ? AND state = 'open'", [owner, name]))!.n;
       const size = await sizeOnDisk(repoPath(this.config.dataDir, owner, name));
       try {
-        upsert.run(owner, name, open, size, new Date().toISOString());
+        await this.db.run(
+          'INSERT INTO repo_stats (owner, name, open_issues, size_bytes, computed_at) VALUES (?, ?, ?, ?, ?) ' +
+            'ON CONFLICT (owner, name) DO UPDATE SET open_issues = excluded.open_issues, size_bytes = excluded.size_bytes, computed_at = excluded.computed_at',
+          [owner, name, open, size, new Date().toISOString()],
+        );
       } catch {
         // Deleted while we counted (the foreign key refuses the row): nothing to record.
       }

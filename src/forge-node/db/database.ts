@@ -1,11 +1,50 @@
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import type { OutboxStore } from '../../index.js';
 
-export type Db = Database.Database;
 export const DATABASE = Symbol('DATABASE');
 
-const SCHEMA = `
+/** Statements with `?` placeholders, the same text on SQLite and PostgreSQL. */
+export interface SqlRunner {
+  all<T>(sql: string, params?: readonly unknown[]): Promise<T[]>;
+  get<T>(sql: string, params?: readonly unknown[]): Promise<T | undefined>;
+  run(sql: string, params?: readonly unknown[]): Promise<{ changes: number }>;
+}
+
+/**
+ * The forge's database: SQLite in the data directory (one machine: the default of `npm start`) or
+ * PostgreSQL (FORGE_DATABASE_URL: several machines). Services write portable SQL; the few
+ * differences are named here.
+ */
+export interface ForgeDatabase extends SqlRunner {
+  readonly kind: 'sqlite' | 'postgres';
+  /**
+   * Appended to a SELECT inside a transaction that will update what it read: PostgreSQL then
+   * locks the rows (` FOR UPDATE`); SQLite's write transactions already hold the whole database.
+   */
+  readonly forUpdate: string;
+  /** Runs `work` in one transaction: committed when it resolves, rolled back when it throws. */
+  transaction<T>(work: (tx: SqlRunner) => Promise<T>): Promise<T>;
+  /** The outbox in this database; `append` takes the runner of the transaction it belongs to. */
+  readonly outbox: OutboxStore<SqlRunner>;
+  /** Whether `err` is a primary-key or unique violation. */
+  isUniqueViolation(err: unknown): boolean;
+  close(): Promise<void>;
+}
+
+/** The database could not be opened; the message says what to do. */
+export class DatabaseUnavailableError extends Error {
+  readonly code = 'DATABASE_UNAVAILABLE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'DatabaseUnavailableError';
+  }
+}
+
+/**
+ * The tables of the example forge. `${bigint}` is INTEGER on SQLite (64-bit anyway) and BIGINT on
+ * PostgreSQL; `"user"` is quoted because it is a reserved word in PostgreSQL.
+ */
+export function forgeSchema(bigint: string): string {
+  return `
 CREATE TABLE IF NOT EXISTS repos (
   owner TEXT NOT NULL,
   name TEXT NOT NULL,
@@ -17,8 +56,8 @@ CREATE TABLE IF NOT EXISTS repos (
 CREATE TABLE IF NOT EXISTS collaborators (
   owner TEXT NOT NULL,
   name TEXT NOT NULL,
-  user TEXT NOT NULL,
-  PRIMARY KEY (owner, name, user),
+  "user" TEXT NOT NULL,
+  PRIMARY KEY (owner, name, "user"),
   FOREIGN KEY (owner, name) REFERENCES repos(owner, name) ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS issues (
@@ -38,32 +77,20 @@ CREATE TABLE IF NOT EXISTS repo_stats (
   owner TEXT NOT NULL,
   name TEXT NOT NULL,
   open_issues INTEGER NOT NULL,
-  size_bytes INTEGER NOT NULL,
+  size_bytes ${bigint} NOT NULL,
   computed_at TEXT NOT NULL,
   PRIMARY KEY (owner, name),
   FOREIGN KEY (owner, name) REFERENCES repos(owner, name) ON DELETE CASCADE
 );
-CREATE TABLE IF NOT EXISTS outbox (
-  position INTEGER PRIMARY KEY AUTOINCREMENT,
-  origin TEXT NOT NULL,
-  created_at INTEGER NOT NULL,
-  envelope TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_origin ON outbox(origin, position);
 `;
+}
 
-/**
- * Opens the SQLite database every node of the local cluster shares (WAL mode, so readers on
- * one node never block a writer on another; busy_timeout, so concurrent writers queue).
- */
-export function openDatabase(dataDir: string): Db {
-  mkdirSync(dataDir, { recursive: true });
-  const db = new Database(join(dataDir, 'forge.db'));
-  db.pragma('busy_timeout = 10000');
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
-  // Several nodes may start at once: the schema is created under one write lock.
-  db.transaction(() => db.exec(SCHEMA)).immediate();
-  return db;
+/** Opens the configured database and creates what is missing. */
+export async function openDatabase(config: { dataDir: string; databaseUrl?: string }): Promise<ForgeDatabase> {
+  if (config.databaseUrl) {
+    const { openPostgres } = await import('./postgres-database.js');
+    return openPostgres(config.databaseUrl);
+  }
+  const { openSqlite } = await import('./sqlite-database.js');
+  return openSqlite(config.dataDir);
 }

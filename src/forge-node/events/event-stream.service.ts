@@ -59,7 +59,7 @@ export class EventStreamService {
       }
       return;
     }
-    const repos = named ?? this.repos.listWatchable(user);
+    const repos = named ?? (await this.repos.listWatchable(user));
     this.hub.open(res, { user, repos, defaultRepos: named === undefined, lastEventId });
   }
 }

@@ -13,7 +13,7 @@ export class ForgeAccessPolicy implements SseAccessPolicy {
   constructor(private readonly repos: ReposService) {}
 
   async canRead(user: string, repo: RepoRef): Promise<boolean> {
-    return this.repos.canRead(this.repos.loadRepo(repo.owner, repo.name), user);
+    return this.repos.canRead(await this.repos.loadRepo(repo.owner, repo.name), user);
   }
 
   async defaultRepos(user: string): Promise<RepoRef[]> {

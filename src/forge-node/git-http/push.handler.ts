@@ -119,7 +119,7 @@ export class PushHandler implements OnModuleInit, OnModuleDestroy {
       }
     }
     if (inputs.length === 0) return;
-    this.events.transaction((record) => {
+    await this.events.transaction((record) => {
       for (const input of inputs) record({ ...input, repo: ctx.repo } as EventInput);
     });
   }

@@ -70,8 +70,8 @@ export class GitWriteHandlers {
    * retry commits twice. The id derives from the write id, so a redelivered write's second record
    * is stored once by the stream's duplicate window.
    */
-  private publish(ctx: RepoWriteContext, ...inputs: Omit<EventInput, 'id' | 'repo'>[]): void {
-    this.events.transaction((record) => {
+  private async publish(ctx: RepoWriteContext, ...inputs: Omit<EventInput, 'id' | 'repo'>[]): Promise<void> {
+    await this.events.transaction((record) => {
       for (const input of inputs) record({ ...input, repo: ctx.repo, id: `${ctx.writeId}.${input.type}` } as EventInput);
     });
   }
@@ -90,8 +90,8 @@ export class GitWriteHandlers {
     }));
     const ref = `refs/heads/${ctx.args.branch}`;
     const pushed = { type: 'repo.pushed', actor: ctx.args.author, payload: { ref, before: result.parent ?? ZERO, after: result.sha, commitCount: 1 } };
-    if (result.parent) this.publish(ctx, pushed);
-    else this.publish(ctx, pushed, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha: result.sha } });
+    if (result.parent) await this.publish(ctx, pushed);
+    else await this.publish(ctx, pushed, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha: result.sha } });
     return { sha: result.sha, parent: result.parent };
   }
 
@@ -111,7 +111,7 @@ export class GitWriteHandlers {
     const dir = this.repoDir(ctx);
     const result = await this.logged(ctx, dir, () => deleteRef(dir, ref));
     if (!result.alreadyApplied && result.sha) {
-      this.publish(ctx, { type: 'ref.deleted', actor: ctx.args.author, payload: { ref, sha: result.sha } });
+      await this.publish(ctx, { type: 'ref.deleted', actor: ctx.args.author, payload: { ref, sha: result.sha } });
     } else if (ctx.deliveryCount === 1) {
       throw new PermanentWriteError(`branch ${ctx.args.name} does not exist`, 404);
     }
@@ -124,7 +124,7 @@ export class GitWriteHandlers {
     if (!sha) throw new PermanentWriteError(`${ctx.args.sha ?? '(no target)'} is not a commit of ${ctx.repo.owner}/${ctx.repo.name}`, 404);
     const result = await this.logged(ctx, dir, () => createRef(dir, ref, sha));
     // On a redelivery the event may have gone out already: its id makes the re-publish a no-op.
-    this.publish(ctx, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha } });
+    await this.publish(ctx, { type: 'ref.created', actor: ctx.args.author, payload: { ref, sha } });
     return { sha: result.sha };
   }
 }

@@ -1,8 +1,7 @@
 import { ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { CacheTags } from '../../cache/index.js';
 import { Cached } from '../../nest/index.js';
-import type { Statement } from 'better-sqlite3';
-import { DATABASE, type Db } from '../db/database.js';
+import { DATABASE, type ForgeDatabase, type SqlRunner } from '../db/database.js';
 import { DbLatency } from '../db/latency.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';
 import { ReposService } from '../repos/repos.service.js';
@@ -46,30 +45,23 @@ const toIssue = (r: IssueRow): Issue => ({
 });
 
 const COLUMNS = 'number, title, body, state, author, created_at, updated_at';
+const SELECT_ISSUE = `SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? AND number = ?`;
 
 @Injectable()
 export class IssuesService {
-  // The read paths run on every request that misses the cache: compiled once.
-  private readonly selectIssues: Statement;
-  private readonly selectIssue: Statement;
-
   constructor(
-    @Inject(DATABASE) private readonly db: Db,
+    @Inject(DATABASE) private readonly db: ForgeDatabase,
     private readonly repos: ReposService,
     private readonly events: ForgeEventsService,
     private readonly latency: DbLatency,
-  ) {
-    this.selectIssues = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? ORDER BY number`);
-    this.selectIssue = this.db.prepare(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? AND number = ?`);
-  }
-
+  ) {}
 
   @Cached({
     key: (owner: string, name: string) => `issues:${owner}/${name}`,
     tags: (owner: string, name: string) => [CacheTags.repo({ owner, name }), CacheTags.issues({ owner, name })],
   })
   async listIssues(owner: string, name: string): Promise<Issue[]> {
-    const rows = this.selectIssues.all(owner, name) as IssueRow[];
+    const rows = await this.db.all<IssueRow>(`SELECT ${COLUMNS} FROM issues WHERE owner = ? AND name = ? ORDER BY number`, [owner, name]);
     return this.latency.answer(rows.map(toIssue));
   }
 
@@ -78,7 +70,7 @@ export class IssuesService {
     tags: (owner: string, name: string, number: number) => [CacheTags.repo({ owner, name }), CacheTags.issue({ owner, name }, number)],
   })
   async findIssue(owner: string, name: string, number: number): Promise<Issue | undefined> {
-    const row = this.selectIssue.get(owner, name, number) as IssueRow | undefined;
+    const row = await this.db.get<IssueRow>(SELECT_ISSUE, [owner, name, number]);
     return this.latency.answer(row ? toIssue(row) : undefined);
   }
 
@@ -94,9 +86,9 @@ export class IssuesService {
     return issue;
   }
 
-  /** Uncached, for read-modify-write inside a transaction. */
-  private find(owner: string, name: string, number: number): Issue {
-    const row = this.selectIssue.get(owner, name, number) as IssueRow | undefined;
+  /** Uncached and locked, for read-modify-write inside a transaction. */
+  private async findForUpdate(tx: SqlRunner, owner: string, name: string, number: number): Promise<Issue> {
+    const row = await tx.get<IssueRow>(SELECT_ISSUE + this.db.forUpdate, [owner, name, number]);
     if (!row) throw new NotFoundException(`issue #${number} not found in ${owner}/${name}`);
     return toIssue(row);
   }
@@ -104,14 +96,15 @@ export class IssuesService {
   async create(owner: string, name: string, title: string, body: string, user: string): Promise<Issue> {
     await this.repos.getVisible(owner, name, user);
     const now = new Date().toISOString();
-    const number = this.events.transaction((record) => {
-      const repo = this.db.prepare('SELECT next_issue FROM repos WHERE owner = ? AND name = ?').get(owner, name) as { next_issue: number } | undefined;
+    const number = await this.events.transaction(async (record, tx) => {
+      // One statement takes the number and moves the counter: concurrent creates on PostgreSQL
+      // queue on the row lock instead of reading the same number.
+      const repo = await tx.get<{ n: number }>('UPDATE repos SET next_issue = next_issue + 1 WHERE owner = ? AND name = ? RETURNING next_issue - 1 AS n', [owner, name]);
       if (!repo) throw new NotFoundException(`repository ${owner}/${name} not found`);
-      const n = repo.next_issue;
-      this.db.prepare('UPDATE repos SET next_issue = next_issue + 1 WHERE owner = ? AND name = ?').run(owner, name);
-      this.db
-        .prepare(`INSERT INTO issues (owner, name, number, title, body, state, author, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)`)
-        .run(owner, name, n, title, body, user, now, now);
+      const n = repo.n;
+      await tx.run(`INSERT INTO issues (owner, name, number, title, body, state, author, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)`, [
+        owner, name, n, title, body, user, now, now,
+      ]);
       record({ type: 'issue.created', repo: { owner, name }, actor: user, payload: { number: n, title } });
       return n;
     });
@@ -120,8 +113,8 @@ export class IssuesService {
 
   async update(owner: string, name: string, number: number, changes: IssueChanges, user: string): Promise<Issue> {
     const repo = await this.repos.getVisible(owner, name, user);
-    return this.events.transaction((record) => {
-      const current = this.find(owner, name, number);
+    return this.events.transaction(async (record, tx) => {
+      const current = await this.findForUpdate(tx, owner, name, number);
       if (current.author !== user && !this.repos.canWrite(repo, user)) {
         throw new ForbiddenException(`only the author or a collaborator of ${owner}/${name} may edit issue #${number}`);
       }
@@ -129,9 +122,9 @@ export class IssuesService {
       if (changed.length === 0) return current;
       const next: Issue = { ...current, updatedAt: new Date().toISOString() };
       for (const field of changed) Object.assign(next, { [field]: changes[field] });
-      this.db
-        .prepare('UPDATE issues SET title = ?, body = ?, state = ?, updated_at = ? WHERE owner = ? AND name = ? AND number = ?')
-        .run(next.title, next.body, next.state, next.updatedAt, owner, name, number);
+      await tx.run('UPDATE issues SET title = ?, body = ?, state = ?, updated_at = ? WHERE owner = ? AND name = ? AND number = ?', [
+        next.title, next.body, next.state, next.updatedAt, owner, name, number,
+      ]);
       record({ type: 'issue.updated', repo: { owner, name }, actor: user, payload: { number, changed } });
       if (changed.includes('state')) {
         record({ type: 'issue.status_changed', repo: { owner, name }, actor: user, payload: { number, state: next.state } });
@@ -145,8 +138,8 @@ export class IssuesService {
     if (!this.repos.canWrite(repo, user)) {
       throw new ForbiddenException(`only the owner or a collaborator of ${owner}/${name} may delete issues`);
     }
-    this.events.transaction((record) => {
-      const removed = this.db.prepare('DELETE FROM issues WHERE owner = ? AND name = ? AND number = ?').run(owner, name, number);
+    await this.events.transaction(async (record, tx) => {
+      const removed = await tx.run('DELETE FROM issues WHERE owner = ? AND name = ? AND number = ?', [owner, name, number]);
       if (removed.changes === 0) throw new NotFoundException(`issue #${number} not found in ${owner}/${name}`);
       record({ type: 'issue.deleted', repo: { owner, name }, actor: user, payload: { number } });
     });

@@ -3,7 +3,6 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TaskRegistry, type TaskRecord } from '../../cluster/index.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
-import { DATABASE, type Db } from '../db/database.js';
 import { removeRepo, repoPath } from '../git/bare-repos.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';
 
@@ -25,7 +24,6 @@ export class MigrationCleanup implements OnModuleInit {
   private readonly logger = new Logger('Migrations');
 
   constructor(
-    @Inject(DATABASE) private readonly db: Db,
     @Inject(FORGE_NODE_CONFIG) private readonly config: ForgeNodeConfig,
     private readonly events: ForgeEventsService,
     private readonly tasks: TaskRegistry,
@@ -37,8 +35,8 @@ export class MigrationCleanup implements OnModuleInit {
 
   async discard(owner: string, name: string, taskId: string, actor: string): Promise<void> {
     await rm(migrationTmpDir(this.config.dataDir, taskId), { recursive: true, force: true });
-    this.events.transaction((record) => {
-      const deleted = this.db.prepare('DELETE FROM repos WHERE owner = ? AND name = ?').run(owner, name);
+    await this.events.transaction(async (record, tx) => {
+      const deleted = await tx.run('DELETE FROM repos WHERE owner = ? AND name = ?', [owner, name]);
       if (deleted.changes > 0) record({ type: 'repo.deleted', repo: { owner, name }, actor, payload: {} });
     });
     await removeRepo(repoPath(this.config.dataDir, owner, name));

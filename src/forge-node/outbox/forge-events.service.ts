@@ -2,8 +2,10 @@ import { Inject, Injectable, Logger, Optional, type BeforeApplicationShutdown, t
 import { ForgeBus, OutboxRelay, type EventEnvelope, type EventInput, type ForgeEventPayloads, type KnownEventInput } from '../../index.js';
 import { ForgeCache } from '../../cache/index.js';
 import { Membership } from '../../cluster/index.js';
-import { DATABASE, type Db } from '../db/database.js';
-import { SqliteOutboxStore } from './sqlite-outbox.store.js';
+import { DATABASE, type ForgeDatabase, type SqlRunner } from '../db/database.js';
+
+/** Records an event in the transaction in progress; it goes out only if the transaction commits. */
+export type RecordEvent = <K extends keyof ForgeEventPayloads>(input: KnownEventInput<K> | EventInput) => void;
 
 /**
  * Records events in the outbox as part of a database transaction, and relays them to the bus
@@ -12,18 +14,16 @@ import { SqliteOutboxStore } from './sqlite-outbox.store.js';
  */
 @Injectable()
 export class ForgeEventsService implements OnApplicationBootstrap, BeforeApplicationShutdown {
-  private readonly store: SqliteOutboxStore;
   readonly relay: OutboxRelay;
 
   constructor(
-    @Inject(DATABASE) private readonly db: Db,
+    @Inject(DATABASE) private readonly db: ForgeDatabase,
     private readonly bus: ForgeBus,
     // A worker-only process has no cache.
     @Optional() private readonly cache?: ForgeCache,
     @Optional() membership?: Membership,
   ) {
-    this.store = new SqliteOutboxStore(db);
-    this.relay = new OutboxRelay(this.store, bus.publisher, bus.events, {
+    this.relay = new OutboxRelay(db.outbox, bus.publisher, bus.events, {
       logger: new Logger('Outbox'),
       // Old rows of a live node are that node's to relay: no stampede after an outage.
       liveOrigins: membership ? () => membership.members().map((m) => m.id) : undefined,
@@ -31,20 +31,20 @@ export class ForgeEventsService implements OnApplicationBootstrap, BeforeApplica
   }
 
   /**
-   * Runs `work` in an IMMEDIATE transaction; events it records commit with it. After the commit
-   * the relay is woken up.
+   * Runs `work` in one database transaction; the events it records are appended to the outbox in
+   * that transaction, in the order recorded. After the commit the relay is woken up.
    */
-  transaction<T>(work: (record: <K extends keyof ForgeEventPayloads>(input: KnownEventInput<K> | EventInput) => void) => T): T {
+  async transaction<T>(work: (record: RecordEvent, tx: SqlRunner) => Promise<T> | T): Promise<T> {
     let recorded: EventEnvelope[] = [];
-    const record = (input: EventInput) => {
-      const envelope = this.bus.events.create(input);
-      this.store.append(envelope);
-      recorded.push(envelope);
-    };
-    const result = this.db.transaction(() => {
-      recorded = []; // better-sqlite3 may not retry, but a thrown transaction records nothing
-      return work(record);
-    }).immediate();
+    const result = await this.db.transaction(async (tx) => {
+      recorded = []; // a transaction run again (PostgreSQL deadlock) records afresh
+      const record = (input: EventInput) => {
+        recorded.push(this.bus.events.create(input));
+      };
+      const value = await work(record, tx);
+      for (const envelope of recorded) await this.db.outbox.append(envelope, tx);
+      return value;
+    });
     // Read-your-writes: this node drops what the change invalidates before it answers, without
     // waiting for the event to come back through the stream (every other node does it then).
     for (const envelope of recorded) this.cache?.applyLocal(envelope);

@@ -2,8 +2,7 @@ import { ConflictException, ForbiddenException, Inject, Injectable, NotFoundExce
 import { CacheTags } from '../../cache/index.js';
 import { Cached } from '../../nest/index.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
-import type { Statement } from 'better-sqlite3';
-import { DATABASE, type Db } from '../db/database.js';
+import { DATABASE, type ForgeDatabase } from '../db/database.js';
 import { DbLatency } from '../db/latency.js';
 import { ForgeEventsService } from '../outbox/forge-events.service.js';
 import { initBareRepo, removeRepo, repoPath } from '../git/bare-repos.js';
@@ -23,37 +22,19 @@ interface RepoRow {
   created_at: string;
 }
 
-/** Repository records (SQLite) and their bare git repositories; visibility rules live here. */
+/** Repository records (SQLite or PostgreSQL) and their bare git repositories; visibility rules live here. */
 @Injectable()
 export class ReposService {
-  // The read paths run on every request that misses the cache: compiled once.
-  private readonly selectRepo: Statement;
-  private readonly selectCollaborators: Statement;
-  private readonly selectWatchable: Statement;
-
   constructor(
-    @Inject(DATABASE) private readonly db: Db,
+    @Inject(DATABASE) private readonly db: ForgeDatabase,
     @Inject(FORGE_NODE_CONFIG) private readonly config: ForgeNodeConfig,
     private readonly events: ForgeEventsService,
     private readonly latency: DbLatency,
-  ) {
-    this.selectRepo = this.db.prepare('SELECT owner, name, private, created_at FROM repos WHERE owner = ? AND name = ?');
-    this.selectCollaborators = this.db.prepare('SELECT user FROM collaborators WHERE owner = ? AND name = ? ORDER BY user');
-    this.selectWatchable = this.db.prepare(
-      'SELECT owner, name FROM repos WHERE owner = ? UNION SELECT owner, name FROM collaborators WHERE user = ? ORDER BY owner, name',
-    );
-  }
-
-
-  private row(owner: string, name: string): RepoRow | undefined {
-    return this.selectRepo.get(owner, name) as
-      | RepoRow
-      | undefined;
-  }
+  ) {}
 
   /** The repository record straight from the database (for decisions that must not see a stale cache). */
-  loadRepo(owner: string, name: string): Repo | undefined {
-    const row = this.row(owner, name);
+  async loadRepo(owner: string, name: string): Promise<Repo | undefined> {
+    const row = await this.db.get<RepoRow>('SELECT owner, name, private, created_at FROM repos WHERE owner = ? AND name = ?', [owner, name]);
     return row ? this.toRepo(row) : undefined;
   }
 
@@ -63,23 +44,21 @@ export class ReposService {
   }
 
   /** Repositories `user` owns or collaborates on: what their event stream shows by default. */
-  listWatchable(user: string): { owner: string; name: string }[] {
-    return this.selectWatchable.all(user, user) as { owner: string; name: string }[];
-  }
-
-  private collaborators(owner: string, name: string): string[] {
-    return (this.selectCollaborators.all(owner, name) as { user: string }[]).map(
-      (r) => r.user,
+  listWatchable(user: string): Promise<{ owner: string; name: string }[]> {
+    return this.db.all<{ owner: string; name: string }>(
+      'SELECT owner, name FROM repos WHERE owner = ? UNION SELECT owner, name FROM collaborators WHERE "user" = ? ORDER BY owner, name',
+      [user, user],
     );
   }
 
-  private toRepo(row: RepoRow): Repo {
+  private async toRepo(row: RepoRow): Promise<Repo> {
+    const collaborators = await this.db.all<{ user: string }>('SELECT "user" FROM collaborators WHERE owner = ? AND name = ? ORDER BY "user"', [row.owner, row.name]);
     return {
       owner: row.owner,
       name: row.name,
       private: row.private === 1,
       createdAt: row.created_at,
-      collaborators: this.collaborators(row.owner, row.name),
+      collaborators: collaborators.map((r) => r.user),
     };
   }
 
@@ -94,7 +73,7 @@ export class ReposService {
     tags: (owner: string, name: string) => [CacheTags.repo({ owner, name }), CacheTags.repoMeta({ owner, name }), CacheTags.perm({ owner, name })],
   })
   async findRepo(owner: string, name: string): Promise<Repo | undefined> {
-    return this.latency.answer(this.loadRepo(owner, name));
+    return this.latency.answer(await this.loadRepo(owner, name));
   }
 
   /** The repository as `user` may see it; 404 when it does not exist or is private to others. */
@@ -114,12 +93,12 @@ export class ReposService {
   async create(owner: string, name: string, isPrivate: boolean): Promise<Repo> {
     const createdAt = new Date().toISOString();
     try {
-      this.events.transaction((record) => {
-        this.db.prepare('INSERT INTO repos (owner, name, private, created_at) VALUES (?, ?, ?, ?)').run(owner, name, isPrivate ? 1 : 0, createdAt);
+      await this.events.transaction(async (record, tx) => {
+        await tx.run('INSERT INTO repos (owner, name, private, created_at) VALUES (?, ?, ?, ?)', [owner, name, isPrivate ? 1 : 0, createdAt]);
         record({ type: 'repo.created', repo: { owner, name }, actor: owner, payload: { isPrivate, defaultBranch: 'main' } });
       });
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+      if (this.db.isUniqueViolation(err)) {
         throw new ConflictException(`repository ${owner}/${name} already exists`);
       }
       throw err;
@@ -130,8 +109,8 @@ export class ReposService {
 
   async delete(owner: string, name: string, user: string): Promise<void> {
     await this.getOwned(owner, name, user);
-    this.events.transaction((record) => {
-      this.db.prepare('DELETE FROM repos WHERE owner = ? AND name = ?').run(owner, name);
+    await this.events.transaction(async (record, tx) => {
+      await tx.run('DELETE FROM repos WHERE owner = ? AND name = ?', [owner, name]);
       record({ type: 'repo.deleted', repo: { owner, name }, actor: user, payload: {} });
     });
     await removeRepo(repoPath(this.config.dataDir, owner, name));
@@ -139,10 +118,10 @@ export class ReposService {
 
   async setCollaborator(owner: string, name: string, collaborator: string, user: string, present: boolean): Promise<Repo> {
     await this.getOwned(owner, name, user);
-    this.events.transaction((record) => {
+    await this.events.transaction(async (record, tx) => {
       const change = present
-        ? this.db.prepare('INSERT OR IGNORE INTO collaborators (owner, name, user) VALUES (?, ?, ?)').run(owner, name, collaborator)
-        : this.db.prepare('DELETE FROM collaborators WHERE owner = ? AND name = ? AND user = ?').run(owner, name, collaborator);
+        ? await tx.run('INSERT INTO collaborators (owner, name, "user") VALUES (?, ?, ?) ON CONFLICT DO NOTHING', [owner, name, collaborator])
+        : await tx.run('DELETE FROM collaborators WHERE owner = ? AND name = ? AND "user" = ?', [owner, name, collaborator]);
       if (change.changes > 0) {
         record({
           type: 'repo.collaborator_changed',
