@@ -8,11 +8,13 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { readStream } from '../bus/helpers.js';
 import { apiClient, startForgeNode, tokenFor, type TestForgeNode } from '../support/forge-node.js';
 import { eventually, startTestNats, type TestNats } from '../support/nats.js';
+import { openTestDatabase, TEST_DATABASES, type TestDatabase } from '../support/database.js';
 
 // A commit that was applied is answered as applied, even when its event cannot be published at
 // that moment: before, FORGE_EVENTS being unavailable turned applied commits into 500s, and a
 // client retrying them committed twice.
-describe('the outcome of a write whose event cannot be published yet', () => {
+for (const kind of TEST_DATABASES) describe(`the outcome of a write whose event cannot be published yet (${kind})`, () => {
+  let database: TestDatabase | undefined;
   let nats: TestNats;
   let nc: NatsConnection;
   let dataDir: string;
@@ -22,13 +24,15 @@ describe('the outcome of a write whose event cannot be published yet', () => {
     nats = await startTestNats();
     nc = await connect({ servers: nats.url, name: 'outcome-observer' });
     dataDir = mkdtempSync(join(tmpdir(), 'forgebus-outcome-'));
-    node = await startForgeNode({ id: 'oc1', natsUrl: nats.url, dataDir });
+    database = await openTestDatabase(kind, dataDir);
+    node = await startForgeNode({ id: 'oc1', natsUrl: nats.url, dataDir, env: database.env });
   });
 
   after(async () => {
     await node?.kill('SIGKILL');
     await nc?.close();
     await nats?.dispose();
+    await database?.dispose();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 

@@ -10,6 +10,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { apiClient, startForgeNode, tokenFor, type TestForgeNode } from '../support/forge-node.js';
 import { eventually, startTestNats, type TestNats } from '../support/nats.js';
+import { openTestDatabase, TEST_DATABASES, type TestDatabase } from '../support/database.js';
 
 const runFile = promisify(execFile);
 
@@ -40,7 +41,8 @@ function assertLinear(commits: { parents: string[] }[]): void {
   });
 }
 
-describe('serialized repository writes across forge node processes (real git)', () => {
+for (const kind of TEST_DATABASES) describe(`serialized repository writes across forge node processes (real git) (${kind})`, () => {
+  let database: TestDatabase | undefined;
   let nats: TestNats;
   let dataDir: string;
   let nodes: TestForgeNode[] = [];
@@ -53,13 +55,15 @@ describe('serialized repository writes across forge node processes (real git)', 
     // 300 commits to one repository are applied one after another (~8 git processes each): on a
     // busy 2-core machine the last may wait more than the default minute for its result.
     const env = { FORGE_WRITE_ACK_WAIT_MS: '2000', FORGE_WRITE_PARTITIONS: '8', FORGE_WRITE_TIMEOUT_MS: '240000' };
-    nodes = await Promise.all(['w-1', 'w-2', 'w-3'].map((id) => startForgeNode({ id, natsUrl: nats.url, dataDir, env })));
+    database = await openTestDatabase(kind, dataDir);
+    nodes = await Promise.all(['w-1', 'w-2', 'w-3'].map((id) => startForgeNode({ id, natsUrl: nats.url, dataDir, env: { ...env, ...database!.env } })));
     token = await tokenFor('alice');
   });
 
   after(async () => {
     await Promise.all(nodes.map((n) => n.kill('SIGKILL')));
     await nats?.dispose();
+    await database?.dispose();
     rmSync(dataDir, { recursive: true, force: true });
   });
 
