@@ -8,7 +8,8 @@
  *   cached    the node's default cache (FORGE_CACHE_MAX_ENTRIES unset: 10,000 entries)
  *   uncached  FORGE_CACHE_MAX_ENTRIES=0: every read goes to SQLite
  * at FORGE_DB_LATENCY_MS=0 (the SQLite file is local) and, by default, also at 2 ms (a remote
- * database, as the node simulates it: each database answer arrives 2 ms later).
+ * database, as the node simulates it: each database answer arrives 2 ms later); then the same
+ * pair on a real PostgreSQL server on loopback (FORGE_DATABASE_URL, src/ops/local-postgres.ts).
  *
  * A request does the same work in both: JWT check (HS256), the repository record (visibility),
  * the issue. Cached, the last two are cache hits; uncached, they are three SQLite queries
@@ -20,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { signUserToken } from '../src/forge-node/auth/tokens.js';
+import { startLocalPostgres, type LocalPostgres } from '../src/ops/local-postgres.js';
 import type { BenchContext, Row } from './cases.js';
 import { cpuMeter, log, now, processCpuUs, type CpuShare } from './common.js';
 import { startForgeNodeProcess, type ForgeNodeProcess } from './forge-node-process.js';
@@ -41,6 +43,7 @@ const ISSUE = {
 
 interface Config {
   cached: boolean;
+  database: 'SQLite' | 'PostgreSQL';
   dbLatencyMs: number;
   /** Diagnostic row: GET /api/bus/stats on the cached node (token check, no data read). */
   floor?: boolean;
@@ -80,7 +83,7 @@ async function expectStatus(p: Promise<{ status: number; body: any }>, status: n
 }
 
 const label = (c: Config): string =>
-  c.floor ? 'floor (GET /api/bus/stats)' : `${c.cached ? 'cached' : 'uncached'}, FORGE_DB_LATENCY_MS=${c.dbLatencyMs}`;
+  c.floor ? 'floor (GET /api/bus/stats)' : `${c.cached ? 'cached' : 'uncached'}, ${c.database}${c.database === 'SQLite' ? `, FORGE_DB_LATENCY_MS=${c.dbLatencyMs}` : ''}`;
 
 export async function caseCachedReads(ctx: BenchContext): Promise<Row[]> {
   const dataDir = mkdtempSync(join(tmpdir(), 'forgebus-bench-read-'));
@@ -89,14 +92,24 @@ export async function caseCachedReads(ctx: BenchContext): Promise<Row[]> {
   const rounds: Measurement[] = [];
   const incomplete: string[] = [];
   const running = new Set<ForgeNodeProcess>();
-  let issuePath: string | undefined;
+  const issuePaths = new Map<Config['database'], string>();
+  let postgres: LocalPostgres | undefined;
+  let postgresUrl: string | undefined;
   const start = async (config: Config): Promise<ForgeNodeProcess> => {
+    if (config.database === 'PostgreSQL' && !postgres) {
+      postgres = await startLocalPostgres();
+      postgresUrl = await postgres.createDatabase();
+    }
     const node = await startForgeNodeProcess({
-      id: `bench-read-${config.cached ? 'cached' : 'uncached'}-${config.dbLatencyMs}ms`,
+      id: `bench-read-${config.cached ? 'cached' : 'uncached'}-${config.database === 'SQLite' ? `${config.dbLatencyMs}ms` : 'pg'}`,
       natsUrl: ctx.url,
       dataDir,
       secret,
-      env: { FORGE_DB_LATENCY_MS: String(config.dbLatencyMs), ...(config.cached ? {} : { FORGE_CACHE_MAX_ENTRIES: '0' }) },
+      env: {
+        FORGE_DB_LATENCY_MS: String(config.dbLatencyMs),
+        ...(config.cached ? {} : { FORGE_CACHE_MAX_ENTRIES: '0' }),
+        ...(config.database === 'PostgreSQL' ? { FORGE_DATABASE_URL: postgresUrl! } : {}),
+      },
     });
     running.add(node);
     return node;
@@ -110,21 +123,26 @@ export async function caseCachedReads(ctx: BenchContext): Promise<Row[]> {
     if (m.non2xx > 0 || m.errors > 0) incomplete.push(`${label(m)} round ${round}: ${m.non2xx} non-2xx answers, ${m.errors} errors (${m.timeouts} timeouts)`);
   };
   try {
-    for (const [k, dbLatencyMs] of ctx.read.dbLatencies.entries()) {
-      // Both nodes of this latency run at once (on the same database); only the one measured
+    const settings: Pick<Config, 'database' | 'dbLatencyMs'>[] = [
+      ...ctx.read.dbLatencies.map((dbLatencyMs) => ({ database: 'SQLite' as const, dbLatencyMs })),
+      ...(ctx.read.postgres ? [{ database: 'PostgreSQL' as const, dbLatencyMs: 0 }] : []),
+    ];
+    for (const [k, setting] of settings.entries()) {
+      // Both nodes of this setting run at once (on the same database); only the one measured
       // gets requests. They are measured in turns, A B B A …, so that a drift of the machine's
       // speed during the case (other VMs on the host) does not favour either.
-      const cached: Config = { cached: true, dbLatencyMs };
-      const uncached: Config = { cached: false, dbLatencyMs };
+      const cached: Config = { cached: true, ...setting };
+      const uncached: Config = { cached: false, ...setting };
       const nodes = new Map<Config, ForgeNodeProcess>();
       for (const config of [cached, uncached]) nodes.set(config, await start(config));
       const first = nodes.get(cached)!;
-      if (!issuePath) {
+      if (!issuePaths.has(setting.database)) {
         const call = api(first.url, token);
         await expectStatus(call('POST', '/api/repos', { name: REPO }), 201, 'create repository');
         const issue = await expectStatus(call('POST', `/api/repos/${OWNER}/${REPO}/issues`, ISSUE), 201, 'create issue');
-        issuePath = `/api/repos/${OWNER}/${REPO}/issues/${issue.number}`;
+        issuePaths.set(setting.database, `/api/repos/${OWNER}/${REPO}/issues/${issue.number}`);
       }
+      const issuePath = issuePaths.get(setting.database)!;
       for (const [config, node] of nodes) {
         const got = await expectStatus(api(node.url, token)('GET', issuePath), 200, 'read issue');
         if (got.title !== ISSUE.title) throw new Error(`read issue: unexpected body ${JSON.stringify(got)}`);
@@ -153,6 +171,7 @@ export async function caseCachedReads(ctx: BenchContext): Promise<Row[]> {
     throw err;
   } finally {
     await Promise.all([...running].map((node) => node.stop()));
+    await postgres?.dispose();
     rmSync(dataDir, { recursive: true, force: true });
   }
   ctx.reports.push(report(ctx, rounds, incomplete));
@@ -223,13 +242,13 @@ interface Aggregate extends Config {
 }
 
 const mean = (values: number[]): number => values.reduce((a, b) => a + b, 0) / Math.max(1, values.length);
-const same = (a: Config, b: Config): boolean => a.cached === b.cached && a.dbLatencyMs === b.dbLatencyMs && !!a.floor === !!b.floor;
+const same = (a: Config, b: Config): boolean => a.cached === b.cached && a.database === b.database && a.dbLatencyMs === b.dbLatencyMs && !!a.floor === !!b.floor;
 
 function report(ctx: BenchContext, rounds: Measurement[], incomplete: string[]): Report {
   const groups: Aggregate[] = [];
   for (const m of rounds) {
     let g = groups.find((x) => same(x, m));
-    if (!g) groups.push((g = { cached: m.cached, dbLatencyMs: m.dbLatencyMs, floor: m.floor, rounds: [], requestsPerSecond: 0, min: 0, max: 0 }));
+    if (!g) groups.push((g = { cached: m.cached, database: m.database, dbLatencyMs: m.dbLatencyMs, floor: m.floor, rounds: [], requestsPerSecond: 0, min: 0, max: 0 }));
     g.rounds.push(m);
   }
   for (const g of groups) {
@@ -239,17 +258,17 @@ function report(ctx: BenchContext, rounds: Measurement[], incomplete: string[]):
     g.max = Math.max(...rps);
   }
   // Rows: per latency cached, uncached; the floor after the first cached row.
-  const order = (g: Aggregate): number => g.dbLatencyMs * 10 + (g.floor ? 1 : g.cached ? 0 : 2);
+  const order = (g: Aggregate): number => (g.database === 'PostgreSQL' ? 1e9 : 0) + g.dbLatencyMs * 10 + (g.floor ? 1 : g.cached ? 0 : 2);
   groups.sort((a, b) => order(a) - order(b));
-  const uncachedOf = (g: Aggregate): Aggregate | undefined => groups.find((u) => !u.cached && u.dbLatencyMs === g.dbLatencyMs);
-  const ratios: { dbLatencyMs: number; ratio: number; perRound: number[] }[] = [];
+  const uncachedOf = (g: Aggregate): Aggregate | undefined => groups.find((u) => !u.cached && u.database === g.database && u.dbLatencyMs === g.dbLatencyMs);
+  const ratios: { database: string; dbLatencyMs: number; ratio: number; perRound: number[] }[] = [];
   const rows = groups.map((g) => {
     const u = uncachedOf(g);
     const ratio = g.cached && u ? g.requestsPerSecond / u.requestsPerSecond : null;
     if (ratio !== null && !g.floor) {
       // Round i of cached against round i of uncached (measured next to each other).
       const perRound = g.rounds.map((m, i) => m.requestsPerSecond / (u!.rounds[i] ?? u!.rounds[0]!).requestsPerSecond);
-      ratios.push({ dbLatencyMs: g.dbLatencyMs, ratio, perRound });
+      ratios.push({ database: g.database, dbLatencyMs: g.dbLatencyMs, ratio, perRound });
     }
     const nodeCpuUs = g.rounds.every((m) => m.nodeCpuUsPerRequest !== null)
       ? g.rounds.reduce((sum, m) => sum + m.nodeCpuUsPerRequest! * m.requests, 0) / g.rounds.reduce((sum, m) => sum + m.requests, 0)
@@ -261,7 +280,7 @@ function report(ctx: BenchContext, rounds: Measurement[], incomplete: string[]):
     const sum = (f: (m: Measurement) => number): number => g.rounds.reduce((acc, m) => acc + f(m), 0);
     return [
       g.floor ? 'floor: GET /api/bus/stats, cached node' : g.cached ? 'cached (default)' : 'uncached (FORGE_CACHE_MAX_ENTRIES=0)',
-      g.floor ? '-' : `${g.dbLatencyMs} ms`,
+      g.floor ? '-' : g.database === 'SQLite' ? `SQLite, ${g.dbLatencyMs} ms` : 'PostgreSQL',
       int(g.requestsPerSecond),
       g.rounds.length > 1 ? `${int(g.min)} .. ${int(g.max)}` : '-',
       `${mean(g.rounds.map((m) => m.latencyMs.p50)).toFixed(0)} / ${mean(g.rounds.map((m) => m.latencyMs.p99)).toFixed(0)}`,
@@ -274,7 +293,7 @@ function report(ctx: BenchContext, rounds: Measurement[], incomplete: string[]):
     ];
   });
   const notes = ratios.map(
-    (r) => `  read: cached / uncached at FORGE_DB_LATENCY_MS=${r.dbLatencyMs}: ${r.ratio.toFixed(2)}x (round by round: ${r.perRound.map((x) => `${x.toFixed(2)}x`).join(', ')})`,
+    (r) => `  read: cached / uncached on ${r.database === 'SQLite' ? `SQLite at FORGE_DB_LATENCY_MS=${r.dbLatencyMs}` : r.database}: ${r.ratio.toFixed(2)}x (round by round: ${r.perRound.map((x) => `${x.toFixed(2)}x`).join(', ')})`,
   );
   const busy = rounds.filter((m) => (m.cpu.other ?? 0) > 15).map(label);
   if (busy.length > 0) {
@@ -284,10 +303,10 @@ function report(ctx: BenchContext, rounds: Measurement[], incomplete: string[]):
     id: 'read',
     title:
       `read: GET /api/repos/acme/web/issues/1 on a forge node process, ${ctx.read.connections} keep-alive connections (autocannon in the bench process); ` +
-      `cached and uncached node measured in turns, ${READ_ROUNDS} x ${ctx.read.seconds} s each after ${WARMUP_SECONDS} s warm-up (mean); SQLite local`,
+      `cached and uncached node measured in turns, ${READ_ROUNDS} x ${ctx.read.seconds} s each after ${WARMUP_SECONDS} s warm-up (mean); SQLite local, PostgreSQL on loopback`,
     header: [
       'node',
-      'DB latency',
+      'database',
       'requests/s',
       'rounds min .. max',
       'latency p50 / p99 ms',

@@ -48,7 +48,7 @@ export interface BenchContext {
   /** Case inv: requested publish rates (events/s), seconds per run, runs per rate. */
   inv: { rates: number[]; seconds: number; runs: number };
   /** Case read: seconds per measurement, concurrent keep-alive connections, DB latencies (ms). */
-  read: { seconds: number; connections: number; dbLatencies: number[] };
+  read: { seconds: number; connections: number; dbLatencies: number[]; postgres: boolean };
   /** Where the inv and read cases put their tables. */
   reports: Report[];
 }

@@ -70,6 +70,7 @@ interface Options {
   readSeconds: number;
   connections: number;
   readDbLatencies: number[];
+  readPostgres: boolean;
 }
 
 function usage(exitCode: number): never {
@@ -94,7 +95,8 @@ function usage(exitCode: number): never {
   --inv-runs R   inv: runs per rate, after a 1 s warm-up (default 3)
   --read-seconds S  read: seconds per measurement (4 per configuration, in turns), after a 2 s warm-up (default 2)
   --connections N   read: concurrent keep-alive connections (default 32)
-  --read-db-latency L  read: FORGE_DB_LATENCY_MS values, a cached and an uncached row each (default 0,2)
+  --read-db-latency L  read: FORGE_DB_LATENCY_MS values, a cached and an uncached row each on SQLite (default 0,2)
+  --read-no-postgres   read: leave out the pair on a real PostgreSQL (started by the bench on loopback)
   --json         print the results as JSON instead of the table`;
   (exitCode === 0 ? console.log : console.error)(text);
   process.exit(exitCode);
@@ -115,6 +117,7 @@ function parseArgs(argv: string[]): Options {
     readSeconds: 2,
     connections: 32,
     readDbLatencies: [0, 2],
+    readPostgres: true,
   };
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v);
@@ -186,6 +189,9 @@ function parseArgs(argv: string[]): Options {
         break;
       case '--read-db-latency':
         o.readDbLatencies = ints(flag, value(), 0);
+        break;
+      case '--read-no-postgres':
+        o.readPostgres = false;
         break;
       case '--help':
       case '-h':
@@ -434,7 +440,7 @@ async function main(): Promise<number> {
       consumerBuffer: 1024,
       serverPid: server.process.pid,
       inv: { rates: o.invRates, seconds: o.invSeconds, runs: o.invRuns },
-      read: { seconds: o.readSeconds, connections: o.connections, dbLatencies: o.readDbLatencies },
+      read: { seconds: o.readSeconds, connections: o.connections, dbLatencies: o.readDbLatencies, postgres: o.readPostgres },
       reports: [],
     };
     const rows: Row[] = [];
