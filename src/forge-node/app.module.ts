@@ -33,6 +33,7 @@ import { MigrateController } from './migrate/migrate.controller.js';
 import { MigrationCleanup } from './migrate/migration-cleanup.js';
 import { MigrationsService } from './migrate/migrations.service.js';
 import { TasksController } from './tasks/tasks.controller.js';
+import { OpsController } from './ops/ops.controller.js';
 
 /** Configuration, the bus and the repository write queue: shared by web nodes and workers. */
 export const configProvider = {
@@ -126,6 +127,7 @@ export const forgeCoreImports = [
     WebController,
     MigrateController,
     TasksController,
+    OpsController,
   ],
   providers: [
     configProvider,

@@ -87,6 +87,10 @@ export function operatorPermissions(): Permissions {
         '$JS.API.CONSUMER.NAMES.*',
         '$JS.API.CONSUMER.LIST.*',
         '$JS.API.CONSUMER.INFO.*.*',
+        // `forgebus status`: each cron job's last run record, and the time of each partition's
+        // oldest waiting write (write arguments are readable in FORGE_WRITE_FAILURES already).
+        `$JS.API.STREAM.MSG.GET.${CRON_RUNS_STREAM}`,
+        `$JS.API.STREAM.MSG.GET.${WRITES_STREAM}`,
         ...FORGEBUS_BUCKETS.flatMap(readBucket),
         ...['ping', 'status'].flatMap((verb) => [`forge.node.*.ctl.${verb}`, `forge.nodes.ctl.${verb}`]),
       ],

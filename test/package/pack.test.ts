@@ -26,7 +26,8 @@ const CONSUMER_DEPENDENCIES = [
 const CONSUMER_DEV_DEPENDENCIES = ['typescript', '@types/node'];
 
 /** The files a published forgebus may contain: the compiled entries and their modules, docs. */
-const SHIPPED = /^(package\.json|README\.md|LICENSE|dist\/src\/index\.(js|d\.ts)|dist\/src\/(bus|cache|sse|repo-writes|cluster|nest)\/.+\.(js|d\.ts))$/;
+const SHIPPED =
+  /^(package\.json|README\.md|LICENSE|dist\/src\/index\.(js|d\.ts)|dist\/src\/(bus|cache|sse|repo-writes|cluster|nest)\/.+\.(js|d\.ts)|dist\/src\/ops\/(status-cli|nats-env|local-nats|nats-config|nats-server|apt)\.(js|d\.ts)|dist\/src\/ops\/status\/[\w-]+\.(js|d\.ts))$/;
 
 interface Run {
   code: number | null;
@@ -120,7 +121,7 @@ describe('the packed package, installed in a fresh project', () => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  it('ships the compiled library, its types, README and LICENSE, and nothing else', () => {
+  it('ships the compiled library, its types, the status bin, README and LICENSE, and nothing else', () => {
     const paths = packed.files.map((f) => f.path);
     const unexpected = paths.filter((p) => !SHIPPED.test(p));
     assert.deepEqual(unexpected, [], 'files a user does not need');
@@ -128,7 +129,10 @@ describe('the packed package, installed in a fresh project', () => {
       assert.ok(paths.includes(`dist/src/${entry}index.js`) && paths.includes(`dist/src/${entry}index.d.ts`), `entry ${entry || '.'} shipped with types`);
     }
     const installed = readdirSync(join(project, 'node_modules/forgebus/dist/src'));
-    assert.ok(!installed.includes('forge-node') && !installed.includes('ops'), 'the example node and the launcher are not shipped');
+    assert.ok(!installed.includes('forge-node'), 'the example node is not shipped');
+    // Of the operators' tools, only `forgebus status` (the package's bin) and what it needs.
+    const ops = readdirSync(join(project, 'node_modules/forgebus/dist/src/ops')).filter((f) => f.endsWith('.js')).sort();
+    assert.deepEqual(ops, ['apt.js', 'local-nats.js', 'nats-config.js', 'nats-env.js', 'nats-server.js', 'status-cli.js'], 'no launcher, settings or token tool');
     console.log(`# packed ${packed.filename}: ${packed.size} bytes, unpacked ${packed.unpackedSize} bytes, ${paths.length} files`);
   });
 
@@ -169,6 +173,16 @@ describe('the packed package, installed in a fresh project', () => {
 
   it('runs an ES module consumer: event, cache, repository write, SSE stream', scenario('esm-consumer.mjs'));
   it('runs a CommonJS consumer (require) of the same', scenario('cjs-consumer.cjs'));
+
+  it('installs the forgebus bin: `forgebus status --json` reads a real nats-server', async () => {
+    const bin = join(project, 'node_modules/.bin/forgebus');
+    const result = mustSucceed(await run(bin, ['status', '--json', '--nats', nats.url, '--monitor', nats.monitorUrl!], project, cleanEnv({ FORGE_DATA_DIR: join(work, 'none') }), 60_000), 'forgebus status');
+    const status = JSON.parse(result.stdout) as { nats: { servers: { name: string; healthy?: boolean }[] }; events?: { name: string }; problems: string[] };
+    assert.equal(status.nats.servers.length, 1);
+    assert.equal(status.nats.servers[0]!.healthy, true);
+    assert.equal(status.events?.name, 'FORGE_EVENTS', 'the stream the consumers above created');
+    assert.deepEqual(status.problems, []);
+  });
 
   it('runs the README SDK example', async () => {
     const result = mustSucceed(await run(process.execPath, ['out/readme-sdk.js'], project, cleanEnv({ NATS_URL: nats.url }), 60_000), 'README SDK example');

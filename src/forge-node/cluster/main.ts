@@ -163,6 +163,8 @@ async function main(): Promise<void> {
       NODE_ID: id,
       NATS_URL: natsUrl,
       ...natsUser,
+      // The local servers' monitoring, for the nodes' operations view (GET /api/ops).
+      ...(nats && nats.servers.some((s) => s.monitorUrl) && { NATS_MONITOR_URL: nats.servers.flatMap((s) => (s.monitorUrl ? [s.monitorUrl] : [])).join(',') }),
       FORGE_DATA_DIR: dataDir,
       FORGE_SECRET: secret,
     };

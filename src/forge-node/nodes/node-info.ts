@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { Injectable, Optional, type OnApplicationBootstrap } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
+import { ForgeBus } from '../../index.js';
 import { ForgeCache } from '../../cache/index.js';
 import { TaskRegistry } from '../../cluster/index.js';
 import { ModuleRef } from '@nestjs/core';
@@ -27,6 +28,7 @@ export class NodeInfo implements OnApplicationBootstrap {
     @Optional() private readonly queue?: RepoWriteQueue,
     // TaskRegistry comes from ClusterModule, which is built from this class: looked up lazily.
     @Optional() private readonly moduleRef?: ModuleRef,
+    @Optional() private readonly bus?: ForgeBus,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -49,6 +51,12 @@ export class NodeInfo implements OnApplicationBootstrap {
       counters.cacheHitRate = hits + misses === 0 ? 0 : Math.round((hits / (hits + misses)) * 1000) / 1000;
     }
     if (this.queue) counters.writesApplied = this.queue.stats.applied;
+    if (this.bus) {
+      // For `forgebus status` and GET /api/ops: the last FORGE_EVENTS sequence this process's
+      // feed processed, and how far behind the stream it found itself at its last check.
+      counters.feedPosition = this.bus.feed.stats.lastSeq;
+      counters.feedBehind = this.bus.feed.stats.behind;
+    }
     const tasks = this.tasks();
     if (tasks) counters.runningTasks = tasks.runningHere;
     return counters;

@@ -2,6 +2,7 @@ import { Controller, Delete, ForbiddenException, Get, ConflictException, Gateway
 import { TaskCancelTimeoutError, TaskFinishedError, TaskNotFoundError, TaskRegistry, type TaskRecord } from '../../cluster/index.js';
 import { CurrentUser } from '../auth/auth.guard.js';
 import { ReposService } from '../repos/repos.service.js';
+import { taskVisibleTo } from './task-visibility.js';
 
 /**
  * The cluster's tasks as users see them: those they started, and those of repositories they may
@@ -14,11 +15,8 @@ export class TasksController {
     private readonly repos: ReposService,
   ) {}
 
-  private async visible(task: TaskRecord, user: string): Promise<boolean> {
-    if (task.user === user) return true;
-    const [owner, name] = (task.repo ?? '').split('/');
-    if (!owner || !name) return false;
-    return this.repos.canRead(await this.repos.findRepo(owner, name), user);
+  private visible(task: TaskRecord, user: string): Promise<boolean> {
+    return taskVisibleTo(task, user, this.repos);
   }
 
   private async find(id: string, user: string): Promise<TaskRecord> {

@@ -57,6 +57,12 @@ export interface ForgeNodeStatus {
   feedPosition?: number;
   /** Events between its feed position and the stream's last sequence. */
   feedLag?: number;
+  /**
+   * The lag as the node itself measured it at its last stream check (every 2 s): feedPosition
+   * and feedLag come with its membership record, refreshed every TTL/3 (5 s by default), so on a
+   * busy cluster feedLag also counts events published since that refresh; this one does not.
+   */
+  feedBehind?: number;
   writesApplied?: number;
   runningTasks?: number;
 }
