@@ -5,8 +5,8 @@ import { aptInstall, aptUnavailableReason } from './apt.js';
 
 /**
  * The servers the deployment tests run for real: PostgreSQL (the API, cache, outbox and write
- * tests on PostgreSQL), nginx (the load balancer of deploy/nginx.conf) and Prometheus (deploy/
- * prometheus.yml). `npm test` runs this file first: on a fresh Debian machine as root (CI) it
+ * tests on PostgreSQL), nginx (the load balancer of deploy/nginx/) and Prometheus
+ * (deploy/prometheus/prometheus.yml). `npm test` runs this file first: on a fresh Debian machine as root (CI) it
  * installs the missing Debian packages in one apt-get call (their services are not started by
  * us; the tests start their own instances on loopback ports); elsewhere it says what to install.
  */
@@ -48,8 +48,8 @@ export function postgresBinDir(): string | undefined {
 
 export const TEST_SERVERS: readonly TestServer[] = [
   { package: 'postgresql', usedBy: 'the tests on PostgreSQL (test/support/postgres.ts)', find: () => (postgresBinDir() ? join(postgresBinDir()!, 'initdb') : undefined) },
-  { package: 'nginx', usedBy: 'the nginx test of deploy/nginx.conf', find: () => executable(process.env.NGINX_BIN || '/usr/sbin/nginx') },
-  { package: 'prometheus', usedBy: 'the Prometheus test of deploy/prometheus.yml', find: () => executable(process.env.PROMETHEUS_BIN || '/usr/bin/prometheus') },
+  { package: 'nginx', usedBy: 'the nginx test of deploy/nginx/ (test/deploy/stack.test.ts)', find: () => executable(process.env.NGINX_BIN || '/usr/sbin/nginx') },
+  { package: 'prometheus', usedBy: 'the Prometheus test of deploy/prometheus/prometheus.yml (test/deploy/stack.test.ts)', find: () => executable(process.env.PROMETHEUS_BIN || '/usr/bin/prometheus') },
 ];
 
 export type EnsureResult = { ok: true; installed: string[] } | { ok: false; reason: string };
