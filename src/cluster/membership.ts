@@ -179,6 +179,11 @@ export class Membership {
     await this.findDepartures();
   }
 
+  /** Publishes this node's record now instead of at the next refresh (e.g. once its address is known). */
+  async announce(): Promise<void> {
+    await this.refresh();
+  }
+
   private async refresh(): Promise<void> {
     if (this.stopping || !this.kv) return;
     try {

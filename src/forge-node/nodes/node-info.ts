@@ -4,7 +4,7 @@ import { Injectable, Optional, type OnApplicationBootstrap } from '@nestjs/commo
 import { HttpAdapterHost } from '@nestjs/core';
 import { ForgeBus } from '../../index.js';
 import { ForgeCache } from '../../cache/index.js';
-import { TaskRegistry } from '../../cluster/index.js';
+import { Membership, TaskRegistry } from '../../cluster/index.js';
 import { ModuleRef } from '@nestjs/core';
 import { RepoWriteQueue } from '../../repo-writes/index.js';
 import { SseHub } from '../../sse/index.js';
@@ -36,6 +36,8 @@ export class NodeInfo implements OnApplicationBootstrap {
     server?.once('listening', () => {
       const address = server.address() as AddressInfo | null;
       if (address) this.listeningAt = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+      // The record published at start-up had no address yet: the cluster learns it now, not a refresh later.
+      void this.membership()?.announce();
     });
   }
 
@@ -60,6 +62,14 @@ export class NodeInfo implements OnApplicationBootstrap {
     const tasks = this.tasks();
     if (tasks) counters.runningTasks = tasks.runningHere;
     return counters;
+  }
+
+  private membership(): Membership | undefined {
+    try {
+      return this.moduleRef?.get(Membership, { strict: false });
+    } catch {
+      return undefined;
+    }
   }
 
   private tasks(): TaskRegistry | undefined {

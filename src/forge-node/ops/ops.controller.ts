@@ -1,8 +1,9 @@
-import { Controller, Get, Inject } from '@nestjs/common';
+import { Controller, Get, Inject, Optional } from '@nestjs/common';
 import { ForgeBus } from '../../index.js';
 import type { ClusterStatus } from '../../ops/status/cluster-status.js';
 import { collectClusterStatus } from '../../ops/status/collect.js';
-import { CurrentUser } from '../auth/auth.guard.js';
+import { CronScheduler } from '../../cluster/index.js';
+import { AcceptBrowserTokens, CurrentUser } from '../auth/auth.guard.js';
 import { FORGE_NODE_CONFIG, type ForgeNodeConfig } from '../config.js';
 import { ReposService } from '../repos/repos.service.js';
 import { taskVisibleTo } from '../tasks/task-visibility.js';
@@ -26,6 +27,7 @@ export class OpsController {
     bus: ForgeBus,
     @Inject(FORGE_NODE_CONFIG) config: ForgeNodeConfig,
     private readonly repos: ReposService,
+    @Optional() private readonly cron?: CronScheduler,
   ) {
     this.snapshots = new SnapshotCache(
       () => collectClusterStatus(bus.nc, { monitorUrls: config.natsMonitorUrls, selfNodeId: bus.nodeId, requestTimeoutMs: 3_000, monitorTimeoutMs: 2_000 }),
@@ -33,18 +35,24 @@ export class OpsController {
     );
   }
 
+  // A read: the web page's session cookie is enough, as for GET /api/events.
   @Get()
+  @AcceptBrowserTokens()
   async status(@CurrentUser() user: string): Promise<ClusterStatus> {
     const status = await this.snapshots.get();
     const visible = await Promise.all(status.tasks.map((t) => taskVisibleTo(t, user, this.repos)));
     return {
       ...status,
       tasks: status.tasks.filter((_, i) => visible[i]),
-      cron: status.cron.map(({ job, lastRun }) => {
-        if (!lastRun) return { job };
-        const { error: _error, ...run } = lastRun;
-        return { job, lastRun: run };
-      }),
+      cron: [
+        ...status.cron.map(({ job, lastRun }) => {
+          if (!lastRun) return { job };
+          const { error: _error, ...run } = lastRun;
+          return { job, lastRun: run };
+        }),
+        // Jobs scheduled here that have not run anywhere yet (the records list only jobs that ran).
+        ...(this.cron?.list() ?? []).filter((j) => !status.cron.some((c) => c.job === j.name)).map((j) => ({ job: j.name })),
+      ],
     };
   }
 }

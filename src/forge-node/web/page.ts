@@ -1,9 +1,12 @@
+import { OPS_MARKUP, OPS_SCRIPT, OPS_STYLE } from './ops-view.js';
+
 /**
  * The forge node's web page (`GET /`): sign in with a token (stored as an HttpOnly cookie by
- * `POST /api/session`), watch a repository's live events over `GET /api/events` (SSE, the cookie
- * authenticates), sign out. Plain HTML, one inline script and one inline style, both carrying the
- * CSP nonce of the response; no external resource, no build step. Event data is only ever written
- * with `textContent`.
+ * `POST /api/session`), then two views in tabs: live events of a repository over `GET /api/events`
+ * (SSE, the cookie authenticates) and the operations view of the cluster (`GET /api/ops`, polled;
+ * ops-view.ts); sign out. Plain HTML, one inline script and one inline style, both carrying the
+ * CSP nonce of the response; no external resource, no build step. Data is only ever written with
+ * `textContent`.
  */
 
 export interface PageOptions {
@@ -11,14 +14,17 @@ export interface PageOptions {
   nonce: string;
   /** Named SSE events to listen to: the catalog's types plus `reset` and `access-revoked`. */
   eventTypes: readonly string[];
+  /** The node serving the page (marked in the operations view). */
+  nodeId: string;
 }
 
 /** JSON that can sit inside a <script> element. */
 const scriptJson = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u003c');
 
 const STYLE = `
-  body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 56rem; padding: 1rem 1.5rem; color: #1d2125; }
+  body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 76rem; padding: 1rem 1.5rem; color: #1d2125; }
   h1 { font-size: 1.4rem; margin: 0 0 1rem; }
+  h1 small { font-size: .9rem; font-weight: 400; color: #5b636b; margin-left: .5rem; }
   form, .bar { display: flex; flex-wrap: wrap; gap: .5rem; align-items: end; margin-bottom: 1rem; }
   label { display: flex; flex-direction: column; gap: .2rem; font-weight: 600; }
   textarea, input { font: 13px ui-monospace, monospace; padding: .35rem; border: 1px solid #8a939c; border-radius: 4px; }
@@ -39,10 +45,11 @@ const STYLE = `
   #events .seq { color: #5b636b; }
   #events .summary { min-width: 0; overflow-wrap: anywhere; }
   #events .type { font-weight: 700; }
-`;
+${OPS_STYLE}`;
 
 /* The page's script, plain ES2020 for any current browser. */
 const SCRIPT = `
+${OPS_SCRIPT}
 (() => {
   'use strict';
   const MAX_ENTRIES = 500;
@@ -52,6 +59,7 @@ const SCRIPT = `
   const session = $('session'), userName = $('user'), signoutButton = $('signout');
   const watchForm = $('watch'), repoInput = $('repo'), watchError = $('watch-error');
   const connection = $('connection'), watching = $('watching'), list = $('events');
+  const tabs = [$('tab-events'), $('tab-ops')], views = $('views');
   let source = null;
 
   // A token handed over in the URL fragment (#token=...) fills the form (and signs in, below), then leaves the address bar.
@@ -75,18 +83,48 @@ const SCRIPT = `
     }
   }
 
-  function showSignedIn(user) {
+  const ops = opsView({ $, errorMessage });
+
+  // Tabs (WAI-ARIA tabs pattern): click or arrow keys; the operations view polls only while shown.
+  function select(tab, focus) {
+    for (const t of tabs) {
+      const on = t === tab;
+      t.setAttribute('aria-selected', String(on));
+      t.tabIndex = on ? 0 : -1;
+      $(t.getAttribute('aria-controls')).hidden = !on;
+    }
+    if (focus) tab.focus();
+    if (tab.id === 'tab-ops') ops.show(); else ops.hide();
+  }
+  tabs.forEach((tab, i) => {
+    tab.addEventListener('click', () => select(tab, false));
+    tab.addEventListener('keydown', (e) => {
+      const next = e.key === 'ArrowRight' ? i + 1 : e.key === 'ArrowLeft' ? i - 1 : e.key === 'Home' ? 0 : e.key === 'End' ? tabs.length - 1 : null;
+      if (next === null) return;
+      e.preventDefault();
+      select(tabs[(next + tabs.length) % tabs.length], true);
+    });
+  });
+
+  // token: the one just signed in with (kept in memory for writes such as cancelling a task;
+  // the HttpOnly cookie authorizes reads only), or none when the session comes from the cookie.
+  function showSignedIn(user, token) {
     userName.textContent = user;
     signinForm.hidden = true;
     session.hidden = false;
     watchForm.hidden = false;
+    views.hidden = false;
     tokenInput.value = '';
     signinError.textContent = '';
-    repoInput.focus();
+    ops.signedIn(user, token);
+    if ($('tab-events').getAttribute('aria-selected') === 'true') repoInput.focus();
   }
 
   function showSignedOut() {
     stopWatching('not watching');
+    ops.signedOut();
+    select(tabs[0], false);
+    views.hidden = true;
     session.hidden = true;
     watchForm.hidden = true;
     signinForm.hidden = false;
@@ -101,7 +139,7 @@ const SCRIPT = `
     try {
       const res = await fetch('/api/session', { method: 'POST', headers: { authorization: 'Bearer ' + token } });
       if (!res.ok) { signinError.textContent = 'Sign-in failed: ' + await errorMessage(res); return; }
-      showSignedIn((await res.json()).user);
+      showSignedIn((await res.json()).user, token);
     } catch (err) {
       signinError.textContent = 'Sign-in failed: ' + err.message;
     }
@@ -208,19 +246,22 @@ const SCRIPT = `
 })();
 `;
 
-export function renderPage({ nonce, eventTypes }: PageOptions): string {
+const escapeHtml = (text: string) =>
+  text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+
+export function renderPage({ nonce, eventTypes, nodeId }: PageOptions): string {
   return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>forgebus: live events</title>
+<title>forgebus: live events and operations</title>
 <link rel="icon" href="data:,">
 <style nonce="${nonce}">${STYLE}</style>
 </head>
 <body>
 <header>
-  <h1>forgebus: live events</h1>
+  <h1>forgebus: live events and operations<small>node ${escapeHtml(nodeId)}</small></h1>
 </header>
 <main>
   <form id="signin" aria-describedby="signin-error">
@@ -236,6 +277,12 @@ export function renderPage({ nonce, eventTypes }: PageOptions): string {
     <button type="button" id="signout">Sign out</button>
   </div>
 
+  <div id="views" role="tablist" aria-label="Views" hidden>
+    <button type="button" role="tab" id="tab-events" aria-selected="true" aria-controls="panel-events">Live events</button>
+    <button type="button" role="tab" id="tab-ops" aria-selected="false" aria-controls="panel-ops" tabindex="-1">Operations</button>
+  </div>
+
+  <div id="panel-events" role="tabpanel" aria-labelledby="tab-events">
   <form id="watch" hidden aria-describedby="watch-error">
     <label for="repo">Repository (owner/name, empty = my repositories)
       <input id="repo" name="repo" placeholder="alice/web" autocomplete="off" spellcheck="false">
@@ -249,8 +296,11 @@ export function renderPage({ nonce, eventTypes }: PageOptions): string {
       <span id="connection" class="closed" role="status" aria-live="polite">not watching</span></h2>
     <ul id="events" aria-label="Received events, newest first"></ul>
   </section>
+  </div>
+${OPS_MARKUP}
 </main>
 <script type="application/json" id="event-types">${scriptJson(eventTypes)}</script>
+<script type="application/json" id="page-info">${scriptJson({ nodeId })}</script>
 <script nonce="${nonce}">${SCRIPT}</script>
 </body>
 </html>

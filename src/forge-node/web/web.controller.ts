@@ -48,7 +48,7 @@ export class WebController {
         "frame-ancestors 'none'",
       ].join('; '),
     );
-    return renderPage({ nonce, eventTypes: this.eventTypes });
+    return renderPage({ nonce, eventTypes: this.eventTypes, nodeId: this.config.nodeId });
   }
 
   /**

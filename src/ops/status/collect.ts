@@ -186,7 +186,10 @@ function count(value: unknown): number | undefined {
 function nodeStatus(m: MemberRecord, now: number, natsServer: string | undefined, consumerPosition: number | undefined, lastSeq: number | undefined): ForgeNodeStatus {
   const c = m.counters ?? {};
   const started = Date.parse(m.startedAt);
-  const feedPosition = count(c.feedPosition) ?? consumerPosition;
+  // The record is up to a refresh old (ttl/3); the consumer's delivered sequence is live: the
+  // further one is the truer position.
+  const reported = count(c.feedPosition);
+  const feedPosition = reported !== undefined && consumerPosition !== undefined ? Math.max(reported, consumerPosition) : (reported ?? consumerPosition);
   const status: ForgeNodeStatus = {
     id: m.id,
     ...(m.address && { address: m.address }),
