@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ForgeBus } from '../../src/bus/index.js';
 import { signUserToken } from '../../src/forge-node/auth/tokens.js';
+import { TEST_DATABASES } from '../support/database.js';
 import { SseCluster, topicOf, type StoredEvent } from '../fixtures/sse-cluster.js';
 import { TEST_SECRET } from '../support/forge-node.js';
 import { lbEventSource, RawSseStream, type LbEventSource, type SseEvent } from '../support/sse-client.js';
@@ -19,14 +20,14 @@ function expected(stored: StoredEvent[], topics: string[], from: number) {
 
 const parsed = (events: SseEvent[]) => events.map((e) => ({ id: e.id, type: e.type, data: JSON.parse(e.data) as unknown }));
 
-describe('GET /api/events: authentication and authorization', () => {
+for (const kind of TEST_DATABASES) describe(`GET /api/events: authentication and authorization (${kind})`, () => {
   let cluster: SseCluster;
   let bus: ForgeBus;
   const open: { close(): void }[] = [];
   const track = <T extends { close(): void }>(c: T): T => (open.push(c), c);
 
   before(async () => {
-    cluster = await SseCluster.start({ count: 2, prefix: 'sse-access' });
+    cluster = await SseCluster.start({ count: 2, prefix: 'sse-access', database: kind });
     // alice: a private and a public repository; bob: one of his own.
     await cluster.call(1, 'alice', 'POST', '/api/repos', { name: 'secret', private: true });
     await cluster.call(1, 'alice', 'POST', '/api/repos', { name: 'open', private: false });
