@@ -144,7 +144,8 @@ describe('forgebus status and GET /api/ops against three clustered nats-servers 
 
   it('--json next to npm start (its operator user from the data directory): servers, nodes, FORGE_EVENTS with feeds, partitions, tasks, cron', async () => {
     // /healthz of nats-server 2.9 is not ok while a replica catches up (after the test's writes,
-    // on a busy machine): the cluster gets there, and the status must then say so.
+    // on a busy machine), and a node's counters are as old as its last membership refresh (a
+    // third of the TTL): the cluster gets there, and the status must then say so.
     let run!: CliRun;
     let status!: ClusterStatus;
     await eventually(
@@ -152,11 +153,17 @@ describe('forgebus status and GET /api/ops against three clustered nats-servers 
         run = await cli(['--json', '--nats', cluster.url, '--monitor', monitors], { FORGE_DATA_DIR: dataDir });
         assert.equal(run.code, 0, run.stderr);
         status = JSON.parse(run.stdout) as ClusterStatus;
-        return status.nats.servers.length === 3 && status.nats.servers.every((s) => s.healthy === true);
+        return (
+          status.nats.servers.length === 3 &&
+          status.nats.servers.every((s) => s.healthy === true) &&
+          status.nodes.reduce((sum, n) => sum + (n.writesApplied ?? 0), 0) >= 1
+        );
       },
       30_000,
-      'every NATS server healthy in the status',
-    ).catch((err: Error) => assert.fail(`${err.message}: ${JSON.stringify(status?.nats.servers.map((s) => [s.name, s.healthy, s.error]))}`));
+      'every NATS server healthy and the commit counted in the status',
+    ).catch((err: Error) =>
+      assert.fail(`${err.message}: ${JSON.stringify({ servers: status?.nats.servers.map((s) => [s.name, s.healthy, s.error]), writesApplied: status?.nodes.map((n) => n.writesApplied) })}`),
+    );
     assert.equal(run.stderr, '');
     assert.deepEqual(status.problems, []);
     assert.ok(!Number.isNaN(Date.parse(status.collectedAt)));
