@@ -132,7 +132,8 @@ export function renderStatus(status: ClusterStatus, target?: { nats?: string }):
   }
   out.push('');
 
-  out.push(`Cron jobs: ${status.cron.length}`);
+  // The cluster records runs, not schedules: a job shows up here once it ran somewhere.
+  out.push(status.cron.length > 0 ? `Cron jobs: ${status.cron.length}` : 'Cron jobs: none has run yet');
   if (status.cron.length > 0) {
     out.push(
       ...table(
