@@ -16,15 +16,12 @@ import { resolveTarget } from '../../src/ops/status/target.js';
 import { apiClient, startForgeNode, tokenFor, type TestForgeNode } from '../support/forge-node.js';
 import { startTestNatsCluster, type TestNatsCluster } from '../support/nats-cluster.js';
 import { eventually } from '../support/nats.js';
+import { runProcess, type ProcessRun } from '../support/run-process.js';
 
 const CLI = fileURLToPath(new URL('../../src/ops/status-cli.js', import.meta.url));
 const PRIVATE_REPO = 'hidden-plans';
 
-interface CliRun {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type CliRun = ProcessRun;
 
 /** The environment without the test's own NATS_* / FORGE_* settings. */
 const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(NATS_|FORGE_)/.test(k))) as NodeJS.ProcessEnv;
@@ -71,22 +68,12 @@ describe('forgebus status and GET /api/ops against three clustered nats-servers 
 
   /** Runs the built CLI; `FORGE_DATA_DIR` points at an empty directory unless given. */
   function cli(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<CliRun> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...cleanEnv(), FORGE_DATA_DIR: join(cwd, 'no-data'), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-      running.add(child);
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`forgebus ${args.join(' ')} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`));
-      }, timeoutMs);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        running.delete(child);
-        resolve({ code, stdout, stderr });
-      });
+    return runProcess(process.execPath, [CLI, ...args], {
+      cwd,
+      env: { ...cleanEnv(), FORGE_DATA_DIR: join(cwd, 'no-data'), ...env },
+      timeoutMs,
+      running,
+      label: `forgebus ${args.join(' ')}`,
     });
   }
 

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startTestNats, type TestNats } from '../support/nats.js';
+import { runProcess, type ProcessRun } from '../support/run-process.js';
 
 // The package as a user receives it: `npm pack`, installed into a fresh project outside the
 // repository, then type-checked, imported, required and run there against a real nats-server.
@@ -29,11 +29,7 @@ const CONSUMER_DEV_DEPENDENCIES = ['typescript', '@types/node'];
 const SHIPPED =
   /^(package\.json|README\.md|LICENSE|dist\/src\/index\.(js|d\.ts)|dist\/src\/(bus|cache|sse|repo-writes|cluster|nest)\/.+\.(js|d\.ts)|dist\/src\/ops\/(status-cli|nats-env|local-nats|nats-config|nats-server|apt)\.(js|d\.ts)|dist\/src\/ops\/status\/[\w-]+\.(js|d\.ts))$/;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = ProcessRun;
 
 /** npm run by `npm test` exports its own settings (npm_config_local_prefix …): not for the consumer. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -42,25 +38,7 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 }
 
 function run(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${command} ${args.join(' ')} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProcess(command, args, { cwd, env, timeoutMs });
 }
 
 function mustSucceed(result: Run, what: string): Run {
