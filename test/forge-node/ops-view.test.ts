@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { chromiumPath, findChromium } from '../../src/ops/ensure-chromium.js';
+import type { Browser, Page } from 'playwright-core';
 import { buildGitSource, serveSlowly, type SlowGitServer } from '../fixtures/slow-git-http.js';
+import { launchChromium, reportPageFailure, screenshot } from '../support/browser.js';
 import { apiClient, startForgeNode, tokenFor, type TestForgeNode } from '../support/forge-node.js';
 import { eventually, startTestNats, type TestNats } from '../support/nats.js';
 
@@ -18,17 +17,6 @@ import { eventually, startTestNats, type TestNats } from '../support/nats.js';
  * Bob's migration into his private repository runs meanwhile and never reaches alice's page.
  */
 
-const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts/', import.meta.url));
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const WAIT = { timeout: 15_000 };
 
 describe('operations view of the web page in headless chromium', () => {
@@ -40,7 +28,6 @@ describe('operations view of the web page in headless chromium', () => {
   let browser: Browser | undefined;
 
   before(async () => {
-    if (!findChromium()) throw new Error(`${chromiumPath()} not found: run "npm test" (installs Debian's chromium as root) or set CHROMIUM_BIN`);
     nats = await startTestNats();
     dataDir = mkdtempSync(join(tmpdir(), 'forgebus-ops-view-'));
     sourceDir = mkdtempSync(join(tmpdir(), 'forgebus-ops-view-src-'));
@@ -49,7 +36,7 @@ describe('operations view of the web page in headless chromium', () => {
     nodes = await Promise.all(['node-1', 'node-2'].map((id) => startForgeNode({ id, natsUrl: nats!.url, dataDir: dataDir! })));
     const api = apiClient(nodes[0]!.url, await tokenFor('alice'));
     await eventually(async () => ((await api('GET', '/api/nodes')).body?.nodes ?? []).length === 2, 10_000, 'both nodes to be members');
-    browser = await chromium.launch({ executablePath: chromiumPath(), args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
   });
 
   after(async () => {
@@ -151,8 +138,7 @@ describe('operations view of the web page in headless chromium', () => {
       assert.equal((await bob('GET', `/api/tasks/${bobTask}`)).body?.task?.state, 'running', "bob's migration runs meanwhile");
       await opsAnswer();
 
-      mkdirSync(ARTIFACTS, { recursive: true });
-      await page.screenshot({ path: join(ARTIFACTS, 'ops-view.png'), fullPage: true });
+      await screenshot(page, 'ops-view');
 
       const cancelledAt = Date.now();
       const cancel = page.getByRole('button', { name: `Cancel task migrate of alice/${mine} (${aliceTask})` });
@@ -193,13 +179,7 @@ describe('operations view of the web page in headless chromium', () => {
       for (const body of answers) assert.ok(!body.includes(bobTask) && !body.includes(hidden), "bob's task is in no answer to alice");
       assert.deepEqual(problems, [], 'no script errors, CSP violations or failed requests');
     } catch (err) {
-      mkdirSync(ARTIFACTS, { recursive: true });
-      await page.screenshot({ path: join(ARTIFACTS, 'ops-view-failure.png'), fullPage: true }).catch(() => {});
-      const shown = await page
-        .locator('#signin-error, #ops-state, #ops-error, #ops-problems, #ops-task-outcome, #ops-tasks')
-        .allTextContents()
-        .catch(() => []);
-      t.diagnostic(`page: ${JSON.stringify(shown)}; ${problems.join(' | ') || 'no console errors'}; screenshot test-artifacts/ops-view-failure.png`);
+      await reportPageFailure(t, page, 'ops-view', '#signin-error, #ops-state, #ops-error, #ops-problems, #ops-task-outcome, #ops-tasks', problems);
       throw err;
     } finally {
       await context.close();

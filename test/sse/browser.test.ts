@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser } from 'playwright-core';
-import { chromiumPath, findChromium } from '../../src/ops/ensure-chromium.js';
+import type { Browser } from 'playwright-core';
+import { launchChromium, reportPageFailure, screenshot } from '../support/browser.js';
 import { apiClient, startForgeNode, tokenFor, type TestForgeNode } from '../support/forge-node.js';
 import { startTestNats, type TestNats } from '../support/nats.js';
 
@@ -15,17 +14,6 @@ import { startTestNats, type TestNats } from '../support/nats.js';
  * and see the `issue.deleted` entry appear on the page.
  */
 
-const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts/', import.meta.url));
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 // `npm test` installs chromium first (src/ops/ensure-chromium.ts); without it this test fails.
 describe('web page in headless chromium', () => {
@@ -35,11 +23,10 @@ describe('web page in headless chromium', () => {
   let browser: Browser | undefined;
 
   before(async () => {
-    if (!findChromium()) throw new Error(`${chromiumPath()} not found: run "npm test" (installs Debian's chromium as root) or set CHROMIUM_BIN`);
     nats = await startTestNats();
     dataDir = mkdtempSync(join(tmpdir(), 'forgebus-browser-'));
     nodes = await Promise.all(['node-1', 'node-2'].map((id) => startForgeNode({ id, natsUrl: nats!.url, dataDir: dataDir! })));
-    browser = await chromium.launch({ executablePath: chromiumPath(), args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
   });
 
   after(async () => {
@@ -122,8 +109,7 @@ describe('web page in headless chromium', () => {
       assert.match((await entry.getAttribute('data-id')) ?? '', /^[1-9]\d*$/, 'data-id is the stream sequence');
       assert.equal(await page.locator('#connection').getAttribute('class'), 'live');
 
-      mkdirSync(ARTIFACTS, { recursive: true });
-      await page.screenshot({ path: join(ARTIFACTS, 'sse-browser.png'), fullPage: true });
+      await screenshot(page, 'sse-browser');
 
       await page.getByRole('button', { name: 'Sign out' }).click();
       await page.locator('#signin').waitFor({ state: 'visible', timeout: 10_000 });
@@ -131,14 +117,7 @@ describe('web page in headless chromium', () => {
       assert.equal((await context.cookies(node2.url)).find((c) => c.name === 'forge_token'), undefined, 'cookie cleared');
       assert.deepEqual(problems, [], 'no script errors, CSP violations or failed requests');
     } catch (err) {
-      // What the page showed: the indicator, the error lines, the console, and a screenshot.
-      mkdirSync(ARTIFACTS, { recursive: true });
-      await page.screenshot({ path: join(ARTIFACTS, 'sse-browser-failure.png'), fullPage: true }).catch(() => {});
-      const shown = await page
-        .locator('#connection, #signin-error, #watch-error, #events')
-        .allTextContents()
-        .catch(() => []);
-      t.diagnostic(`page: ${JSON.stringify(shown)}; ${problems.join(' | ') || 'no console errors'}; screenshot test-artifacts/sse-browser-failure.png`);
+      await reportPageFailure(t, page, 'sse-browser', '#connection, #signin-error, #watch-error, #events', problems);
       throw err;
     } finally {
       await context.close();
